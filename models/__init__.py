@@ -1,0 +1,10 @@
+"""SQLAlchemy 2 typed ORM models, one module per aggregate."""
+
+from models.base import Base
+from models.corrections import TagCorrection
+from models.embeddings import Embedding
+from models.items import Item
+from models.model_versions import ModelVersion
+from models.rejected import RejectedEvent
+
+__all__ = ["Base", "Embedding", "Item", "ModelVersion", "RejectedEvent", "TagCorrection"]

@@ -1,0 +1,28 @@
+"""Tag corrections: a person's decision about an item's tags, stored as it arrived."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Identity, String, Text, func
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base
+
+
+class TagCorrection(Base):
+    """Tags a person added to or removed from an item; `applied_at` is set once the tagger acted on it."""
+
+    __tablename__ = "tag_corrections"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), unique=True)
+    item_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("items.id", ondelete="CASCADE"), index=True)
+    added: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
+    removed: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
+    actor: Mapped[str] = mapped_column(String(2048))
+    corrected_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    applied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,71 @@
+"""The Celery app: configuration only. Delivery is at-least-once into an idempotent store."""
+
+from __future__ import annotations
+
+import math
+
+from celery import Celery, signals
+
+from worker.services import resolve
+from worker.settings import Settings, get_settings
+
+
+def celery_config(settings: Settings, broker_url: str) -> dict[str, object]:
+    """Celery settings that make redelivery safe and batching effective."""
+    batching = settings.batching
+    return {
+        "broker_url": broker_url,
+        "broker_connection_retry_on_startup": True,
+        # JSON only: a pickle message is refused before any code sees it.
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
+        "task_ignore_result": True,
+        # Ack after the batch is written; a worker that dies mid-batch leaves its messages to be redelivered.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # Room for two batches per process: one being embedded, the next filling up.
+        "worker_prefetch_multiplier": max(1, math.ceil(2 * batching.flush_every)),
+        "broker_transport_options": {
+            "visibility_timeout": settings.broker.visibility_timeout_s,
+            "unacked_restore_interval": max(1, min(10, settings.broker.visibility_timeout_s // 6)),
+            "unacked_restore_throttle": 1,
+        },
+        "task_default_queue": settings.broker.ingest_queue,
+        "task_routes": {"tagworker.ingest": {"queue": settings.broker.ingest_queue}},
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+        "beat_schedule": {},
+    }
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    """A configured app; the broker URL comes from settings or the running embedded Redis."""
+    settings = settings or get_settings()
+    app = Celery("tagworker", include=["worker.tasks"])
+    app.conf.update(celery_config(settings, resolve(settings).broker_url))
+    return app
+
+
+app = create_app()
+
+
+@signals.worker_process_init.connect
+def _fresh_connections_after_fork(**_: object) -> None:
+    """A forked child must not reuse the parent's database sockets."""
+    from worker.db import dispose_all
+
+    dispose_all()
+
+
+@signals.worker_init.connect
+def _refuse_without_model(**_: object) -> None:
+    """Refuse to start (and so to consume) when the model directory is missing or unreadable."""
+    from worker.errors import ModelLoadError
+    from worker.runtime import check_model_config
+
+    try:
+        check_model_config(get_settings())
+    except ModelLoadError as exc:
+        raise SystemExit(f"tagworker worker: {exc}") from exc

@@ -1,0 +1,34 @@
+"""`tagworker`: the one command users run."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import typer
+
+from worker.cli import bench_cmd, data_cmds, run_cmds
+
+app = typer.Typer(
+    name="tagworker",
+    help="Embed, tag and cluster marketing content and customer feedback from Redis into PostgreSQL.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+run_cmds.register(app)
+data_cmds.register(app)
+bench_cmd.register(app)
+
+
+def main() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(
+        level=os.environ.get("TAGWORKER_LOG_LEVEL", "WARNING").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    app()

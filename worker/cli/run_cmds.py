@@ -1,0 +1,108 @@
+"""Commands that run things: up, down, migrate, worker, beat, demo."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from worker import embedded
+from worker.cli.common import clean_errors, console, settings_and_urls
+from worker.errors import ConfigurationError
+from worker.migrate import upgrade
+from worker.processes import start_beat, start_worker, stop
+from worker.settings import get_settings
+
+
+def _raise_interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def up(concurrency: Annotated[int, typer.Option(help="Worker processes; 1 suits a small CPU box.")] = 1) -> None:
+    """Start the embedded PostgreSQL and Redis (unless URLs are set), migrate, run worker and beat until Ctrl-C."""
+    with clean_errors():
+        settings, urls = settings_and_urls(start_embedded=True)
+        upgrade(urls.database_url)
+        logs = settings.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        worker = start_worker(urls, concurrency=concurrency, logfile=logs / "worker.log")
+        beat = start_beat(urls, schedule=settings.data_dir / "celerybeat-schedule", logfile=logs / "beat.log")
+        console.print(f"tagworker is up: worker pid {worker.pid}, beat pid {beat.pid}; logs in {logs}. Ctrl-C stops.")
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            while worker.poll() is None and beat.poll() is None:
+                time.sleep(0.5)
+            console.print(f"[red]a process exited (worker {worker.returncode}, beat {beat.returncode}); stopping[/red]")
+        except KeyboardInterrupt:
+            console.print("stopping: worker finishes its batch, unfinished messages go back to Redis")
+        finally:
+            codes = stop(worker), stop(beat, grace_s=10)
+            if settings.embedded:
+                embedded.stop(settings.data_dir)
+            console.print(f"stopped (worker exit {codes[0]}, beat exit {codes[1]})")
+
+
+def down() -> None:
+    """Stop the embedded servers of this data dir (their data stays)."""
+    settings = get_settings()
+    embedded.stop(settings.data_dir)
+    console.print(f"embedded servers in {settings.data_dir} stopped")
+
+
+def migrate() -> None:
+    """Wait for the database, then bring its schema to the latest Alembic revision."""
+    with clean_errors():
+        _, urls = settings_and_urls(start_embedded=True)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                upgrade(urls.database_url)
+                break
+            except Exception as exc:  # the database may still be starting (compose)
+                if time.monotonic() > deadline or "does not exist" in str(exc):
+                    raise
+                time.sleep(2)
+        console.print("database schema is up to date")
+
+
+def worker(
+    queues: Annotated[str, typer.Option(help="Comma-separated queues to consume.")] = "ingest",
+    pool: Annotated[str, typer.Option(help="prefork for CPU; solo for a GPU (CUDA is not fork-safe).")] = "prefork",
+    concurrency: Annotated[int, typer.Option(help="Pool processes (prefork).")] = 1,
+    loglevel: Annotated[str, typer.Option()] = "INFO",
+    name: Annotated[str, typer.Option(help="Celery node name.")] = "tagworker@%h",
+) -> None:
+    """Run a Celery worker (model loaded lazily in each pool process, never in the parent)."""
+    from worker.runtime import check_model_config
+
+    with clean_errors():
+        check_model_config(get_settings())
+        if pool not in {"prefork", "solo", "threads"}:
+            raise ConfigurationError(f"--pool {pool!r}: use prefork (CPU) or solo (GPU)")
+        from worker.celery_app import app
+
+        app.worker_main(["worker", "-Q", queues, "--pool", pool, "-c", str(concurrency), "-l", loglevel, "-n", name])
+
+
+def beat(
+    schedule: Annotated[Path, typer.Option(help="Where beat keeps its schedule state.")] = Path("celerybeat-schedule"),
+) -> None:
+    """Run Celery beat (exactly one per deployment)."""
+    with clean_errors():
+        from worker.celery_app import app
+
+        settings = get_settings()
+        if schedule == Path("celerybeat-schedule"):
+            schedule = settings.data_dir / "celerybeat-schedule"
+        schedule.parent.mkdir(parents=True, exist_ok=True)
+        app.start(["beat", "-s", str(schedule), "-l", "INFO"])
+
+
+def register(app: typer.Typer) -> None:
+    from worker.cli.demo_cmd import demo
+
+    for command in (up, down, migrate, worker, beat, demo):
+        app.command()(command)

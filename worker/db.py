@@ -1,0 +1,45 @@
+"""Engines and sessions; one engine per process, made after any fork."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.orm import Session, sessionmaker
+
+_engines: dict[tuple[int, str], Engine] = {}
+
+
+def get_engine(url: str, *, pool_size: int = 5, connect_timeout_s: int = 5) -> Engine:
+    """The process's engine for `url`; a forked child gets its own instead of sharing the parent's sockets."""
+    key = (os.getpid(), url)
+    if key not in _engines:
+        _engines[key] = create_engine(
+            url,
+            pool_size=pool_size,
+            pool_pre_ping=True,
+            connect_args={"connect_timeout": connect_timeout_s, "application_name": "tagworker"},
+        )
+    return _engines[key]
+
+
+def dispose_all() -> None:
+    """Drop every engine this process made (connections inherited through fork are not closed, only dropped)."""
+    for engine in _engines.values():
+        engine.dispose(close=False)
+    _engines.clear()
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """A session that rolls back on error; the caller commits."""
+    session = sessionmaker(bind=engine, expire_on_commit=False)()
+    try:
+        yield session
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()

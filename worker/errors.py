@@ -1,0 +1,27 @@
+"""The errors tagworker raises; retryable ones are kept apart from permanent ones."""
+
+from __future__ import annotations
+
+
+class TagworkerError(Exception):
+    """Base class: a message that says what went wrong and what to do."""
+
+
+class ConfigurationError(TagworkerError):
+    """A setting is missing or wrong; the process should not start."""
+
+
+class ModelLoadError(ConfigurationError):
+    """The embedding model cannot be loaded from where the settings point."""
+
+
+class ServiceUnavailableError(TagworkerError):
+    """PostgreSQL or Redis cannot be reached."""
+
+
+class InvalidEventError(TagworkerError):
+    """A payload is not a valid event; permanent, never retried."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

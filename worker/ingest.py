@@ -1,0 +1,200 @@
+"""One ingest batch, end to end: validate, skip what is stored, embed, write in one transaction, with retries.
+
+It never raises for bad input or a failing model: those become `rejected_events` rows. When the database stays
+unreachable past the retries, the events are recorded as failed; if even that cannot be written, the summary
+asks the task to requeue the messages so that nothing is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import TypeVar
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.orm import Session
+
+from schemas import TagCorrected
+from worker.db import session_scope
+from worker.pipeline.batch import EmbedOutcome, Sorted, embed_isolating_failures, item_values, sort_batch
+from worker.pipeline.embed import Embedder
+from worker.pipeline.validate import Accepted, RawMessage, Rejection, parse_message, raw_text
+from worker.settings import BatchingSettings, IngestSettings
+from worker.store.items import ItemRow, insert_corrections, item_ids_by_ref, known_event_hashes, upsert_items
+from worker.store.rejected import record_rejections
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class BatchSummary:
+    """What a batch did; small enough to log and return from the task."""
+
+    received: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    corrections: int = 0
+    rejected: int = 0
+    failed: int = 0
+    requeue: bool = False
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, float | int | bool]:
+        return asdict(self)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Database errors worth retrying: lost connections, a server restarting, a concurrent insert of the same key."""
+    if isinstance(exc, OperationalError | InterfaceError | IntegrityError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+class IngestService:
+    """Runs batches against one database with one embedder and model version."""
+
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        embedder: Embedder,
+        model_version_id: int,
+        limits: IngestSettings,
+        batching: BatchingSettings,
+    ) -> None:
+        self.engine = engine
+        self.embedder = embedder
+        self.model_version_id = model_version_id
+        self.limits = limits
+        self.batching = batching
+
+    def run(self, messages: list[RawMessage]) -> BatchSummary:
+        """Process one batch; see the module docstring for the guarantees."""
+        started = time.perf_counter()
+        summary = BatchSummary(received=len(messages))
+        parsed = [parse_message(m, self.limits) for m in messages]
+        try:
+            self._process(parsed, summary)
+        except Exception as exc:
+            log.exception("batch of %d failed after retries", len(messages))
+            self._record_failed(messages, parsed, exc, summary)
+        summary.seconds = round(time.perf_counter() - started, 4)
+        log.info("batch %s", summary.as_dict())
+        return summary
+
+    def _process(self, parsed: list[Accepted | Rejection], summary: BatchSummary) -> None:
+        event_ids = [p.event.event_id for p in parsed if isinstance(p, Accepted)]
+        stored = self._with_retries(lambda s: known_event_hashes(s, event_ids))
+        batch = sort_batch(parsed, stored)
+        outcome = embed_isolating_failures(self.embedder, batch.items)
+        rejections = batch.rejections + outcome.failures
+        written = self._with_retries(lambda s: self._write(s, batch, outcome, rejections), commit=True)
+        summary.stored, summary.corrections = written
+        summary.duplicates = batch.duplicates
+        summary.rejected = sum(r.status == "invalid" for r in rejections)
+        summary.failed = sum(r.status == "failed" for r in rejections)
+
+    def _write(
+        self, session: Session, batch: Sorted, outcome: EmbedOutcome, rejections: list[Rejection]
+    ) -> tuple[int, int]:
+        rows = []
+        if outcome.embeddings is not None:
+            for i, accepted in enumerate(outcome.events):
+                rows.append(
+                    ItemRow(
+                        values=item_values(accepted.event),  # type: ignore[arg-type]
+                        vector=outcome.embeddings.vectors[i],
+                        chunks_total=outcome.embeddings.chunks_total[i],
+                        chunks_used=outcome.embeddings.chunks_used[i],
+                    )
+                )
+        stored = upsert_items(session, rows, self.model_version_id)
+        corrections, unknown = self._corrections(session, batch.corrections)
+        insert_corrections(session, corrections)
+        record_rejections(session, rejections + unknown)
+        return stored, len(corrections)
+
+    @staticmethod
+    def _corrections(session: Session, accepted: list[Accepted]) -> tuple[list[dict[str, object]], list[Rejection]]:
+        events = [a.event for a in accepted if isinstance(a.event, TagCorrected)]
+        ids = item_ids_by_ref(session, [(e.item.kind, e.item.external_id) for e in events])
+        rows, unknown = [], []
+        for a, e in zip(accepted, events, strict=True):
+            item_id = ids.get((e.item.kind, e.item.external_id))
+            if item_id is None:
+                unknown.append(
+                    Rejection(
+                        a.message_id,
+                        f"tag correction names unknown item {e.item.kind}/{e.item.external_id}",
+                        raw_text(e.model_dump(mode="json")),
+                        event_id=e.event_id,
+                        kind=e.kind,
+                    )
+                )
+                continue
+            rows.append(
+                {
+                    "event_id": e.event_id,
+                    "item_id": item_id,
+                    "added": list(e.added),
+                    "removed": list(e.removed),
+                    "actor": e.actor,
+                    "corrected_at": e.corrected_at,
+                }
+            )
+        return rows, unknown
+
+    def _with_retries(self, work: Callable[[Session], T], *, commit: bool = False) -> T:
+        attempts = self.batching.db_retries + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                with session_scope(self.engine) as session:
+                    result = work(session)
+                    if commit:
+                        session.commit()
+                    return result
+            except Exception as exc:
+                if not is_transient(exc) or attempt == attempts:
+                    raise
+                delay = self.batching.db_retry_base_s * 2 ** (attempt - 1) * random.uniform(0.8, 1.2)
+                log.warning(
+                    "database error (attempt %d/%d), retrying in %.1fs: %s",
+                    attempt,
+                    attempts,
+                    delay,
+                    str(exc).splitlines()[0][:200],
+                )
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _record_failed(
+        self, messages: list[RawMessage], parsed: list[Accepted | Rejection], exc: Exception, summary: BatchSummary
+    ) -> None:
+        reason = f"not stored after {self.batching.db_retries} retries: {type(exc).__name__}: {exc}"[:2000]
+        failed = [
+            p
+            if isinstance(p, Rejection)
+            else Rejection(
+                p.message_id,
+                reason,
+                raw_text(p.event.model_dump(mode="json")),
+                status="failed",
+                event_id=p.event.event_id,
+                kind=p.event.kind,
+            )
+            for p in parsed
+        ]
+        try:
+            with session_scope(self.engine) as session:
+                record_rejections(session, failed)
+                session.commit()
+            summary.failed = sum(f.status == "failed" for f in failed)
+            summary.rejected = len(failed) - summary.failed
+        except Exception:
+            log.error("cannot record %d failed events either; requeueing them", len(messages))
+            summary.requeue = True

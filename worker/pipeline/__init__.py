@@ -1,0 +1,1 @@
+"""Pure pipeline steps: no Celery, no sessions, no global settings."""

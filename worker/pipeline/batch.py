@@ -1,0 +1,147 @@
+"""Pure steps of an ingest batch: sort messages into new events, duplicates and rejections; build rows."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas import ContentCreated, FeedbackReceived, ItemEvent, TagCorrected
+from worker.pipeline.embed import Embedder, Embeddings
+from worker.pipeline.validate import Accepted, Rejection, raw_text
+
+_HASH_EXCLUDE = {"event_id", "occurred_at"}
+
+
+def content_hash(event: ItemEvent | TagCorrected) -> str:
+    """What an event says, hashed without its id and time, to tell a redelivery from a reused id."""
+    return hashlib.sha256(event.model_dump_json(exclude=_HASH_EXCLUDE).encode()).hexdigest()
+
+
+@dataclass
+class Sorted:
+    """A batch's messages, sorted."""
+
+    items: list[Accepted] = field(default_factory=list)
+    corrections: list[Accepted] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    duplicates: int = 0
+
+
+def _reused_id(accepted: Accepted, where: str) -> Rejection:
+    event = accepted.event
+    return Rejection(
+        accepted.message_id,
+        f"event_id {event.event_id} was already used {where} for different content; send a new event_id",
+        raw_text(event.model_dump(mode="json")),
+        event_id=event.event_id,
+        kind=event.kind,
+    )
+
+
+def sort_batch(parsed: list[Accepted | Rejection], stored: dict[uuid.UUID, str | None]) -> Sorted:
+    """Split parsed messages into new items, new corrections, rejections and duplicates.
+
+    Args:
+        parsed: validation results, in arrival order.
+        stored: event ids already in the database, with their content hash (None for corrections).
+    """
+    out = Sorted()
+    seen: dict[uuid.UUID, str] = {}
+    for result in parsed:
+        if isinstance(result, Rejection):
+            out.rejections.append(result)
+            continue
+        event_id, digest = result.event.event_id, content_hash(result.event)
+        if event_id in seen or event_id in stored:
+            previous = seen.get(event_id, stored.get(event_id))
+            same = previous == digest or (previous is None and isinstance(result.event, TagCorrected))
+            if same:
+                out.duplicates += 1
+            else:
+                where = "in this batch" if event_id in seen else "by a stored event"
+                out.rejections.append(_reused_id(result, where))
+            continue
+        seen[event_id] = digest
+        (out.corrections if isinstance(result.event, TagCorrected) else out.items).append(result)
+    return out
+
+
+def item_values(event: ItemEvent) -> dict[str, Any]:
+    """The `items` columns for an event."""
+    values: dict[str, Any] = {
+        "kind": event.item_kind,
+        "external_id": event.external_id,
+        "event_id": event.event_id,
+        "content_sha256": content_hash(event),
+        "text": event.text,
+        "metadata": event.metadata,
+        "occurred_at": event.occurred_at,
+        "title": None,
+        "url": None,
+        "channel": None,
+        "campaign": None,
+        "language": None,
+        "source": None,
+        "rating": None,
+        "customer_ref": None,
+    }
+    if isinstance(event, ContentCreated):
+        values.update(
+            title=event.title, url=event.url, channel=event.channel, campaign=event.campaign, language=event.language
+        )
+    elif isinstance(event, FeedbackReceived):
+        values.update(source=event.source, rating=event.rating, customer_ref=event.customer_ref)
+    return values
+
+
+@dataclass(frozen=True)
+class EmbedOutcome:
+    """Vectors for the events that embedded, rejections for those that made the model raise."""
+
+    events: list[Accepted]
+    embeddings: Embeddings | None
+    failures: list[Rejection]
+
+
+def embed_isolating_failures(embedder: Embedder, accepted: list[Accepted]) -> EmbedOutcome:
+    """Embed the batch; if the model raises, embed one by one so a poison text fails alone."""
+    texts = [a.event.text for a in accepted]  # type: ignore[union-attr]
+    if not texts:
+        return EmbedOutcome([], None, [])
+    try:
+        return EmbedOutcome(accepted, embedder.embed(texts), [])
+    except Exception:
+        pass
+    good: list[Accepted] = []
+    failures: list[Rejection] = []
+    parts: list[Embeddings] = []
+    for one in accepted:
+        try:
+            parts.append(embedder.embed([one.event.text]))  # type: ignore[union-attr]
+            good.append(one)
+        except Exception as exc:
+            failures.append(
+                Rejection(
+                    one.message_id,
+                    f"embedding failed: {type(exc).__name__}: {exc}"[:2000],
+                    raw_text(one.event.model_dump(mode="json")),
+                    status="failed",
+                    event_id=one.event.event_id,
+                    kind=one.event.kind,
+                )
+            )
+    return EmbedOutcome(good, _concat(parts), failures)
+
+
+def _concat(parts: list[Embeddings]) -> Embeddings | None:
+    if not parts:
+        return None
+    import numpy as np
+
+    return Embeddings(
+        vectors=np.vstack([p.vectors for p in parts]),
+        chunks_total=[t for p in parts for t in p.chunks_total],
+        chunks_used=[u for p in parts for u in p.chunks_used],
+    )

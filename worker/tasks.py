@@ -1,0 +1,28 @@
+"""Celery tasks: thin wrappers over `worker.ingest`; producers call them by name with JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery_batches import SimpleRequest
+
+from worker.batching import IngestBatches
+from worker.celery_app import app
+from worker.pipeline.validate import RawMessage
+from worker.runtime import get_runtime
+from worker.settings import get_settings
+
+_batching = get_settings().batching
+
+
+@app.task(
+    base=IngestBatches,
+    name="tagworker.ingest",
+    flush_every=_batching.flush_every,
+    flush_interval=_batching.flush_interval_s,
+    acks_late=True,
+)
+def ingest(requests: list[SimpleRequest]) -> dict[str, Any]:
+    """Validate, embed and store a micro-batch of events: `send_task("tagworker.ingest", args=[event])`."""
+    messages = [RawMessage(str(r.id), tuple(r.args or ()), dict(r.kwargs or {})) for r in requests]
+    return get_runtime().ingest.run(messages).as_dict()
