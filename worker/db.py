@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 _engines: dict[tuple[int, str], Engine] = {}
@@ -22,7 +22,18 @@ def get_engine(url: str, *, pool_size: int = 5, connect_timeout_s: int = 5) -> E
             pool_pre_ping=True,
             connect_args={"connect_timeout": connect_timeout_s, "application_name": "tagworker"},
         )
+        event.listen(_engines[key], "connect", _register_vector)
     return _engines[key]
+
+
+def _register_vector(dbapi_connection: object, _record: object) -> None:
+    """Let raw SQL read `vector` columns as numpy arrays too (no-op before pgvector is installed)."""
+    from pgvector.psycopg2 import register_vector
+
+    try:
+        register_vector(dbapi_connection)
+    except Exception:  # noqa: BLE001 - extension not created yet (first migration)
+        dbapi_connection.rollback()  # type: ignore[attr-defined]
 
 
 def dispose_all() -> None:

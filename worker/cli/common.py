@@ -12,7 +12,7 @@ from worker.errors import TagworkerError
 from worker.services import ServiceUrls, resolve
 from worker.settings import Settings, get_settings
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 @contextmanager

@@ -96,6 +96,12 @@ def version_name_for(name_or_path: str, resolved: str) -> str:
     return f"{base}@{_weights_fingerprint(local)}" if local.is_dir() else base
 
 
+def model_dims(model: SentenceTransformer) -> int:
+    """The embedding size (the method was renamed in sentence-transformers 5)."""
+    getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(getter() or 0)
+
+
 def pick_device(requested: str) -> str:
     """`cuda` when asked or when auto-detected, else `cpu`."""
     import torch
@@ -123,7 +129,7 @@ class SentenceTransformerEmbedder:
 
     @property
     def dims(self) -> int:
-        return int(self._model.get_sentence_embedding_dimension() or 0)
+        return model_dims(self._model)
 
     @property
     def model(self) -> SentenceTransformer:
@@ -171,7 +177,7 @@ def load_embedder(settings: ModelSettings) -> SentenceTransformerEmbedder:
         model.half()
     model.eval()
     name = version_name_for(settings.name_or_path, resolved)
-    log.info("model %s loaded on %s (%d dims)", name, device, model.get_sentence_embedding_dimension())
+    log.info("model %s loaded on %s (%d dims)", name, device, model_dims(model))
     return SentenceTransformerEmbedder(
         model, version_name=name, batch_size=settings.encode_batch_size, max_chunks=settings.max_chunks
     )

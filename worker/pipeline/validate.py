@@ -110,8 +110,10 @@ def _precheck(payload: Any, limits: IngestSettings) -> str | None:
     kind = payload.get("kind")
     if kind not in EVENT_KINDS:
         return f"unknown event kind {kind!r}; expected one of {', '.join(EVENT_KINDS)}"
+    if _depth(payload.get("metadata"), limits.max_metadata_depth) > limits.max_metadata_depth:
+        return f"metadata is nested deeper than {limits.max_metadata_depth} levels"
     if _depth(payload, limits.max_metadata_depth + 2) > limits.max_metadata_depth + 2:
-        return f"event is nested deeper than {limits.max_metadata_depth} levels"
+        return f"event is nested deeper than {limits.max_metadata_depth + 2} levels"
     reason = _check_strings(payload)
     if reason:
         return reason

@@ -1,0 +1,77 @@
+"""Helpers for integration tests: publish like a producer, wait for rows, read them back."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from celery import Celery
+from sqlalchemy import Engine, text
+
+from worker.publish import TASK_NAME
+
+
+def producer_app(broker_url: str) -> Celery:
+    """A bare Celery app, as a producer in another service would have: no tagworker code involved."""
+    app = Celery(broker=broker_url)
+    app.conf.task_serializer = "json"
+    return app
+
+
+def publish(app: Celery, payloads: Iterable[Any], queue: str = "ingest") -> list[str]:
+    """Send each payload as one message; returns the message ids."""
+    with app.producer_or_acquire() as producer:
+        return [str(app.send_task(TASK_NAME, args=[p], queue=queue, producer=producer).id) for p in payloads]
+
+
+def feedback(text_: str, **fields: Any) -> dict[str, Any]:
+    event = {
+        "kind": "feedback.received",
+        "event_id": str(uuid.uuid4()),
+        "feedback_id": f"fb-{uuid.uuid4().hex[:12]}",
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "text": text_,
+    }
+    event.update(fields)
+    return event
+
+
+def content(text_: str, **fields: Any) -> dict[str, Any]:
+    event = {
+        "kind": "content.created",
+        "event_id": str(uuid.uuid4()),
+        "content_id": f"c-{uuid.uuid4().hex[:12]}",
+        "text": text_,
+    }
+    event.update(fields)
+    return event
+
+
+def wait_for(condition: Callable[[], bool], *, timeout_s: float = 120, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.25)
+
+
+def count_items(engine: Engine, event_ids: list[str]) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                text("SELECT count(*) FROM items WHERE event_id::text = ANY(:ids)"), {"ids": event_ids}
+            ).scalar_one()
+        )
+
+
+def rejections(engine: Engine, message_ids: list[str]) -> dict[str, tuple[str, str]]:
+    """message id -> (status, reason)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT message_id, status, reason FROM rejected_events WHERE message_id = ANY(:ids)"),
+            {"ids": message_ids},
+        )
+        return {m: (s, r) for m, s, r in rows}
