@@ -17,20 +17,51 @@ SCHEMA_VERSION = 1
 MAX_ID_CHARS = 256
 MAX_FIELD_CHARS = 2048
 
-ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_FIELD_CHARS)]
-ExternalId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_ID_CHARS)]
+NUL_REASON = "contains a NUL character, which PostgreSQL cannot store"
 
 
 def _no_nul(value: str) -> str:
     if "\x00" in value:
-        raise ValueError("text contains a NUL character, which PostgreSQL cannot store")
+        raise ValueError(f"text {NUL_REASON}")
     return value
+
+
+def _jsonable(value: Any) -> Any:
+    """Objects Celery's JSON decoder revives (datetime, UUID, Decimal) become strings again."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in (*_strings(k), *_strings(v))]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
 
 
 def _json_metadata(value: dict[str, Any]) -> dict[str, Any]:
-    if "\\u0000" in json.dumps(value):
-        raise ValueError("metadata contains a NUL character, which PostgreSQL cannot store")
-    return value
+    """Metadata as plain JSON that jsonb stores: no NaN or Infinity, no NUL, revived objects as strings."""
+    try:
+        plain = json.loads(json.dumps(value, default=_jsonable, allow_nan=False))
+    except ValueError as exc:
+        raise ValueError(f"metadata is not plain JSON ({exc}); NaN and Infinity are not allowed") from exc
+    if any("\x00" in s for s in _strings(plain)):
+        raise ValueError(f"metadata {NUL_REASON}")
+    return plain  # type: ignore[no-any-return]
+
+
+ShortText = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_FIELD_CHARS),
+    AfterValidator(_no_nul),
+]
+ExternalId = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_ID_CHARS), AfterValidator(_no_nul)
+]
 
 
 BodyText = Annotated[str, StringConstraints(min_length=1), AfterValidator(_no_nul)]

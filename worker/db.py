@@ -32,7 +32,7 @@ def _register_vector(dbapi_connection: object, _record: object) -> None:
 
     try:
         register_vector(dbapi_connection)
-    except Exception:  # noqa: BLE001 - extension not created yet (first migration)
+    except Exception:
         dbapi_connection.rollback()  # type: ignore[attr-defined]
 
 

@@ -175,7 +175,8 @@ class IngestService:
     def _record_failed(
         self, messages: list[RawMessage], parsed: list[Accepted | Rejection], exc: Exception, summary: BatchSummary
     ) -> None:
-        reason = f"not stored after {self.batching.db_retries} retries: {type(exc).__name__}: {exc}"[:2000]
+        retried = f" after {self.batching.db_retries} retries" if is_transient(exc) else ""
+        reason = f"not stored{retried}: {type(exc).__name__}: {exc}"[:2000]
         failed = [
             p
             if isinstance(p, Rejection)

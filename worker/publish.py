@@ -15,13 +15,13 @@ TASK_NAME = "tagworker.ingest"
 # Ids made from content are stable, so publishing the same file twice stores nothing twice.
 EVENT_NAMESPACE = uuid.UUID("8a0a3a53-3f1e-4c39-9a44-5d2f8d3b6a11")
 KINDS = {"content": "content.created", "feedback": "feedback.received"}
-ID_FIELDS = {"content.created": "content_id", "feedback.received": "feedback_id"}
 
 
-def stable_event_id(kind: str, external_id: Any, text: Any) -> str:
-    """A UUIDv5 from what the event says."""
-    digest = hashlib.sha256(str(text).encode("utf-8", "surrogatepass")).hexdigest()
-    return str(uuid.uuid5(EVENT_NAMESPACE, f"{kind}|{external_id}|{digest}"))
+def stable_event_id(event: dict[str, Any]) -> str:
+    """A UUIDv5 from everything the event says but its time: an edited record gets a new id."""
+    said = {k: v for k, v in event.items() if k not in ("event_id", "occurred_at", "corrected_at")}
+    canonical = json.dumps(said, sort_keys=True, default=str).encode("utf-8", "surrogatepass")
+    return str(uuid.uuid5(EVENT_NAMESPACE, hashlib.sha256(canonical).hexdigest()))
 
 
 def to_event(record: Any, kind: str | None = None) -> Any:
@@ -39,9 +39,8 @@ def to_event(record: Any, kind: str | None = None) -> Any:
             event["kind"] = KINDS["content"]
         elif "feedback_id" in event:
             event["kind"] = KINDS["feedback"]
-    id_field = ID_FIELDS.get(str(event.get("kind")))
-    if "event_id" not in event and id_field:
-        event["event_id"] = stable_event_id(event["kind"], event.get(id_field), event.get("text"))
+    if "event_id" not in event and "kind" in event:
+        event["event_id"] = stable_event_id(event)
     event.setdefault("occurred_at", datetime.now(UTC).isoformat())
     return event
 
@@ -53,7 +52,7 @@ def read_jsonl(lines: Iterable[str]) -> Iterator[Any]:
             continue
         try:
             yield json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             yield line.rstrip("\n")
 
 

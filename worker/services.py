@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 from worker import embedded
 from worker.errors import ServiceUnavailableError
@@ -33,15 +34,18 @@ def resolve(settings: Settings, *, start_embedded: bool = False) -> ServiceUrls:
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced by ***."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not an SQLAlchemy URL (e.g. redis://)
-        scheme, sep, rest = url.partition("://")
-        if "@" not in rest:
-            return url
-        creds, _, host = rest.rpartition("@")
-        user = creds.split(":", 1)[0]
-        return f"{scheme}{sep}{user}:***@{host}"
+    """The URL with any password (in the authority or a `password=` query parameter) replaced by ***."""
+    if "://" not in url:
+        return url
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        credentials, _, host = netloc.rpartition("@")  # the last @ ends the credentials; passwords may hold @
+        user = credentials.split(":", 1)[0]
+        netloc = f"{user}:***@{host}" if ":" in credentials else f"{credentials}@{host}"
+    query = "&".join(
+        f"{key}=***" if key.lower() in ("password", "pass", "pwd") else f"{key}={value}" if sep else key
+        for key, sep, value in (pair.partition("=") for pair in parts.query.split("&") if pair)
+    )
+    tail = urlunsplit(("", "", parts.path, query, parts.fragment))
+    return f"{parts.scheme}://{netloc}{tail}"

@@ -43,9 +43,7 @@ def _find_compose() -> list[str] | None:
             return [candidate]
     docker = shutil.which("docker")
     if docker:
-        probe = subprocess.run(
-            [docker, "compose", "version"], capture_output=True, text=True, timeout=30, check=False
-        )
+        probe = subprocess.run([docker, "compose", "version"], capture_output=True, text=True, timeout=30, check=False)
         if probe.returncode == 0:
             return [docker, "compose"]
     return None
@@ -65,11 +63,11 @@ def compose_cmd() -> list[str]:
     return cmd
 
 
-def _run_config(compose_cmd: list[str], tmp_path: Path, env_overrides: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _run_config(
+    compose_cmd: list[str], tmp_path: Path, env_overrides: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
     env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in COMPOSE_VARS and not key.startswith("COMPOSE_")
+        key: value for key, value in os.environ.items() if key not in COMPOSE_VARS and not key.startswith("COMPOSE_")
     }
     env.update(env_overrides)
     # An empty env file stops compose from reading a developer's real .env next to the compose file.
@@ -116,9 +114,9 @@ def test_compose_config_renders_the_production_stack(rendered: dict[str, Any]) -
     # GPU worker: one NVIDIA GPU, a solo pool (CUDA isn't fork-safe), and the CUDA device selected.
     gpu = services["worker-gpu"]
     devices = gpu["deploy"]["resources"]["reservations"]["devices"]
-    assert any(
-        d.get("driver") == "nvidia" and "gpu" in (d.get("capabilities") or []) for d in devices
-    ), f"worker-gpu has no nvidia GPU reservation: {devices}"
+    assert any(d.get("driver") == "nvidia" and "gpu" in (d.get("capabilities") or []) for d in devices), (
+        f"worker-gpu has no nvidia GPU reservation: {devices}"
+    )
     assert "--pool solo" in _words(gpu["command"])
     assert gpu["environment"]["TAGWORKER_MODEL__DEVICE"] == "cuda"
     assert "gpu" in gpu.get("profiles", [])

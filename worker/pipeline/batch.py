@@ -11,7 +11,8 @@ from schemas import ContentCreated, FeedbackReceived, ItemEvent, TagCorrected
 from worker.pipeline.embed import Embedder, Embeddings
 from worker.pipeline.validate import Accepted, Rejection, raw_text
 
-_HASH_EXCLUDE = {"event_id", "occurred_at"}
+# Fields a producer may leave to the default "now": a redelivery must hash the same.
+_HASH_EXCLUDE = {"event_id", "occurred_at", "corrected_at"}
 
 
 def content_hash(event: ItemEvent | TagCorrected) -> str:

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+MAX_TOKENS_PER_CHAR = 4
+
 # Each text's (start, end) character offsets per token, from a fast tokenizer, without special tokens.
 TokenizeOffsets = Callable[[list[str]], list[list[tuple[int, int]]]]
 
@@ -68,9 +70,10 @@ def plan_chunks(
 ) -> ChunkPlan:
     """Plan the chunks for a batch; only texts that may exceed the window are tokenized here.
 
-    A WordPiece or BPE token covers at least one character, so a text of at most `window` characters fits.
+    One character yields at most `MAX_TOKENS_PER_CHAR` tokens (a Hangul syllable is up to 3 WordPiece jamo,
+    a 4-byte character up to 4 byte-level BPE tokens), so a text of at most `window / 4` characters fits.
     """
-    long_idx = [i for i, t in enumerate(texts) if len(t) > window]
+    long_idx = [i for i, t in enumerate(texts) if len(t) * MAX_TOKENS_PER_CHAR > window]
     offsets = tokenize_offsets([texts[i] for i in long_idx]) if long_idx else []
     long_offsets = dict(zip(long_idx, offsets, strict=True))
     plan = ChunkPlan(chunks=[], owners=[], weights=[], totals=[], used=[])

@@ -80,7 +80,7 @@ def _first_error(error: ValidationError) -> str:
         where = ".".join(str(p) for p in item["loc"]) or "event"
         parts.append(f"{where}: {item['msg']}")
     more = f" (+{error.error_count() - 3} more)" if error.error_count() > 3 else ""
-    return "; ".join(parts) + more
+    return ("; ".join(parts) + more).replace("\x00", "\\x00")
 
 
 def _check_strings(value: Any) -> str | None:
@@ -129,7 +129,18 @@ def _precheck(payload: Any, limits: IngestSettings) -> str | None:
 
 
 def parse_message(message: RawMessage, limits: IngestSettings) -> Accepted | Rejection:
-    """Validate one message; never raises for bad input."""
+    """Validate one message; never raises, whatever the input."""
+    try:
+        return _parse(message, limits)
+    except Exception as exc:
+        return Rejection(
+            message.message_id,
+            f"could not validate: {type(exc).__name__}: {exc}"[:2000],
+            raw_text([message.args, message.kwargs]),
+        )
+
+
+def _parse(message: RawMessage, limits: IngestSettings) -> Accepted | Rejection:
     try:
         payload = _unwrap(message)
     except ValueError as exc:
@@ -138,8 +149,8 @@ def parse_message(message: RawMessage, limits: IngestSettings) -> Accepted | Rej
     if isinstance(payload, str):
         try:
             payload = json.loads(payload)
-        except ValueError as exc:
-            return Rejection(message.message_id, f"not JSON: {exc}", raw)
+        except (ValueError, RecursionError) as exc:
+            return Rejection(message.message_id, f"not JSON: {exc}"[:500], raw)
     reason = _precheck(payload, limits)
     if reason is None:
         try:

@@ -12,6 +12,14 @@ from models import RejectedEvent
 from worker.pipeline.validate import Rejection
 
 
+def storable(text: str | None, limit: int = 4000) -> str | None:
+    """Text PostgreSQL accepts: NUL and lone surrogates escaped, length capped."""
+    if text is None:
+        return None
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+    return text[:limit]
+
+
 def record_rejections(session: Session, rejections: Sequence[Rejection]) -> None:
     """Record each rejection; a message seen again bumps `attempts` and keeps the latest reason."""
     if not rejections:
@@ -20,11 +28,11 @@ def record_rejections(session: Session, rejections: Sequence[Rejection]) -> None
     statement = insert(RejectedEvent).values(
         [
             {
-                "message_id": r.message_id,
+                "message_id": storable(r.message_id, 256),
                 "event_id": r.event_id,
-                "kind": r.kind,
+                "kind": storable(r.kind, 64),
                 "status": r.status,
-                "reason": r.reason[:4000],
+                "reason": storable(r.reason),
                 "raw": r.raw,
                 "attempts": 1,
             }
