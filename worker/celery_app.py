@@ -52,11 +52,13 @@ app = create_app()
 
 
 @signals.worker_process_init.connect
-def _fresh_connections_after_fork(**_: object) -> None:
-    """A forked child must not reuse the parent's database sockets."""
+def _prepare_pool_process(**_: object) -> None:
+    """A forked child drops the parent's database sockets and starts loading its own model copy."""
     from worker.db import dispose_all
+    from worker.runtime import preload_in_background
 
     dispose_all()
+    preload_in_background()
 
 
 @signals.worker_init.connect

@@ -43,6 +43,7 @@ class BatchSummary:
     failed: int = 0
     requeue: bool = False
     seconds: float = 0.0
+    embed_seconds: float = 0.0
 
     def as_dict(self) -> dict[str, float | int | bool]:
         return asdict(self)
@@ -91,7 +92,9 @@ class IngestService:
         event_ids = [p.event.event_id for p in parsed if isinstance(p, Accepted)]
         stored = self._with_retries(lambda s: known_event_hashes(s, event_ids))
         batch = sort_batch(parsed, stored)
+        embed_started = time.perf_counter()
         outcome = embed_isolating_failures(self.embedder, batch.items)
+        summary.embed_seconds = round(time.perf_counter() - embed_started, 4)
         rejections = batch.rejections + outcome.failures
         written = self._with_retries(lambda s: self._write(s, batch, outcome, rejections), commit=True)
         summary.stored, summary.corrections = written

@@ -28,7 +28,7 @@ def service_env(urls: ServiceUrls, extra: dict[str, str] | None = None) -> dict[
 def start_worker(
     urls: ServiceUrls,
     *,
-    concurrency: int = 1,
+    concurrency: int = 0,
     queues: str = "ingest",
     pool: str = "prefork",
     loglevel: str = "INFO",

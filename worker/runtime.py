@@ -35,7 +35,7 @@ def build_runtime(settings: Settings) -> Runtime:
     engine = get_engine(
         urls.database_url, pool_size=settings.database.pool_size, connect_timeout_s=settings.database.connect_timeout_s
     )
-    embedder = load_embedder(settings.model)
+    embedder = load_embedder(settings.model, cache_dir=settings.data_dir / "onnx")
     with engine.begin() as connection:
         version_id = register_model_version(
             connection,
@@ -55,12 +55,38 @@ def build_runtime(settings: Settings) -> Runtime:
 
 
 def get_runtime() -> Runtime:
-    """This process's runtime; the model is loaded on first use, in the process that uses it (fork-safe)."""
+    """This process's runtime, built in the process that uses it (never before a fork: CUDA is not fork-safe)."""
     pid = os.getpid()
     with _lock:
         if pid not in _runtimes:
             _runtimes[pid] = build_runtime(get_settings())
-        return _runtimes[pid]
+        runtime = _runtimes[pid]
+    _pin_torch_threads(runtime.settings.model.torch_threads)
+    return runtime
+
+
+_pinned: dict[int, int] = {}
+
+
+def _pin_torch_threads(threads: int) -> None:
+    """Set torch's CPU threads from the thread that runs batches (OpenMP keeps this per calling thread)."""
+    if threads and _pinned.get(os.getpid()) != threads:
+        import torch
+
+        torch.set_num_threads(threads)
+        _pinned[os.getpid()] = threads
+
+
+def preload_in_background() -> None:
+    """Start loading the model now, so the first batch does not wait for it; errors surface on that batch."""
+
+    def load() -> None:
+        try:
+            get_runtime()
+        except Exception:
+            log.exception("preloading the model failed")
+
+    threading.Thread(target=load, name="tagworker-preload", daemon=True).start()
 
 
 def check_model_config(settings: Settings) -> None:

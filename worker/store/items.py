@@ -5,14 +5,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select, tuple_
+from sqlalchemy import func, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from models import Embedding, Item, TagCorrection
+from models import Item, TagCorrection
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,49 @@ def known_event_hashes(session: Session, event_ids: Sequence[uuid.UUID]) -> dict
     return found
 
 
+def _upsert_items_statement():  # type: ignore[no-untyped-def]
+    """Built once: executed with a list of rows, SQLAlchemy batches them and reuses the compiled SQL."""
+    table = Item.__table__
+    statement = insert(table)
+    replaced = {c.name: statement.excluded[c.name] for c in table.c if c.name not in ("id", "kind", "external_id")}
+    replaced["updated_at"] = func.now()
+    replaced.pop("received_at")
+    return statement.on_conflict_do_update(
+        constraint="uq_items_kind_external_id",
+        set_=replaced,
+        where=table.c.occurred_at < statement.excluded.occurred_at,
+    ).returning(table.c.id, table.c.event_id)
+
+
+# One statement per batch: the vectors travel as one text[] and are cast on the server. psycopg2 speaks only
+# the text protocol, and pgvector's own formatter and per-row executemany cost more than the model's forward
+# pass of a short text (measured: 0.46 ms per vector to format, 1 round trip per row).
+_UPSERT_EMBEDDINGS = text(
+    """
+    INSERT INTO embeddings (item_id, model_version_id, vector, chunks_total, chunks_used)
+    SELECT t.item_id, :model_version_id, t.vector, t.chunks_total, t.chunks_used
+    FROM unnest(CAST(:item_ids AS bigint[]), CAST(:vectors AS vector[]), CAST(:chunks_total AS smallint[]),
+                CAST(:chunks_used AS smallint[])) AS t(item_id, vector, chunks_total, chunks_used)
+    ON CONFLICT (item_id, model_version_id) DO UPDATE SET
+        vector = excluded.vector, chunks_total = excluded.chunks_total, chunks_used = excluded.chunks_used,
+        created_at = now()
+    """
+)
+
+
+@lru_cache(maxsize=8)
+def _vector_format(dims: int) -> str:
+    return "[" + ",".join(["%.9g"] * dims) + "]"  # 9 significant digits round-trip a float32 exactly
+
+
+def vector_literals(vectors: Sequence[np.ndarray]) -> list[str]:
+    """pgvector text literals, formatted with one C-level `%` per vector."""
+    return [_vector_format(len(v)) % tuple(v.tolist()) for v in vectors]
+
+
+_UPSERT_ITEMS = _upsert_items_statement()
+
+
 def upsert_items(session: Session, rows: Sequence[ItemRow], model_version_id: int) -> int:
     """Insert items and their vectors; an event newer than the stored item for its producer id replaces it.
 
@@ -45,37 +89,21 @@ def upsert_items(session: Session, rows: Sequence[ItemRow], model_version_id: in
     """
     if not rows:
         return 0
-    statement = insert(Item).values([row.values for row in rows])
-    replaced = {c: statement.excluded[c] for c in rows[0].values if c not in ("kind", "external_id")}
-    statement = statement.on_conflict_do_update(
-        constraint="uq_items_kind_external_id",
-        set_={**replaced, "updated_at": statement.excluded.received_at},
-        where=Item.occurred_at < statement.excluded.occurred_at,
-    ).returning(Item.id, Item.event_id)
-    written = dict((event_id, item_id) for item_id, event_id in session.execute(statement))
-    vectors = [
-        {
-            "item_id": written[row.values["event_id"]],
-            "model_version_id": model_version_id,
-            "vector": row.vector,
-            "chunks_total": row.chunks_total,
-            "chunks_used": row.chunks_used,
-        }
-        for row in rows
-        if row.values["event_id"] in written
-    ]
-    if vectors:
-        embed_statement = insert(Embedding).values(vectors)
-        session.execute(
-            embed_statement.on_conflict_do_update(
-                index_elements=[Embedding.item_id, Embedding.model_version_id],
-                set_={
-                    "vector": embed_statement.excluded.vector,
-                    "chunks_total": embed_statement.excluded.chunks_total,
-                    "chunks_used": embed_statement.excluded.chunks_used,
-                    "created_at": embed_statement.excluded.created_at,
-                },
-            )
+    connection = session.connection()
+    written = {
+        event_id: item_id for item_id, event_id in connection.execute(_UPSERT_ITEMS, [row.values for row in rows]).all()
+    }
+    kept = [row for row in rows if row.values["event_id"] in written]
+    if kept:
+        connection.execute(
+            _UPSERT_EMBEDDINGS,
+            {
+                "model_version_id": model_version_id,
+                "item_ids": [written[row.values["event_id"]] for row in kept],
+                "vectors": vector_literals([row.vector for row in kept]),
+                "chunks_total": [row.chunks_total for row in kept],
+                "chunks_used": [row.chunks_used for row in kept],
+            },
         )
     return len(written)
 

@@ -1,0 +1,131 @@
+"""ONNX Runtime for the transformer on CPU: the same weights and math as torch, about 1.3x the throughput.
+
+Measured here on one thread, all-MiniLM-L6-v2, Banking77 texts: torch 105 texts/s, ONNX Runtime 135-147,
+largest cosine difference to torch 2e-7. The graph is exported once from the local weights (nothing is
+downloaded) and cached next to the data; only models made of Transformer + mean Pooling (+ Normalize)
+take this path, anything else stays on torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+log = logging.getLogger(__name__)
+_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def supported(model: SentenceTransformer) -> bool:
+    """True for Transformer -> mean Pooling (-> Normalize) models, the shape this backend reproduces."""
+    names = [type(module).__name__ for module in model]
+    if names[:2] != ["Transformer", "Pooling"] or any(n != "Normalize" for n in names[2:]):
+        return False
+    pooling = model[1]
+    mode = getattr(pooling, "pooling_mode", None) or (
+        "mean" if getattr(pooling, "pooling_mode_mean_tokens", False) else None
+    )
+    return mode in ("mean", "mean_tokens")
+
+
+def export(model: SentenceTransformer, path: Path) -> None:
+    """Export the transformer to ONNX with dynamic batch and sequence axes; atomic, so processes may race."""
+    import torch
+
+    class LastHiddenState(torch.nn.Module):
+        def __init__(self, transformer: Any) -> None:
+            super().__init__()
+            self.transformer = transformer
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            out = self.transformer(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+            return out.last_hidden_state
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sample = model.tokenizer(["export sample", "a"], padding=True, return_tensors="pt")
+    axes = {name: {0: "batch", 1: "sequence"} for name in (*_INPUTS, "last_hidden_state")}
+    partial = path.with_suffix(f".{os.getpid()}.partial")
+    with torch.no_grad():
+        torch.onnx.export(
+            LastHiddenState(model[0].auto_model.eval()),
+            tuple(sample[name] for name in _INPUTS),
+            str(partial),
+            input_names=list(_INPUTS),
+            output_names=["last_hidden_state"],
+            dynamic_axes=axes,
+            opset_version=17,
+            dynamo=False,
+        )
+    os.replace(partial, path)
+
+
+class OnnxEncoder:
+    """`encode(texts, batch_size)` like `SentenceTransformer.encode`, for mean-pooled, normalized vectors."""
+
+    def __init__(self, model: SentenceTransformer, onnx_path: Path, threads: int) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self._tokenizer = model.tokenizer
+        self._max_length = int(model.max_seq_length or 256)
+        self._wants_token_types = "token_type_ids" in {i.name for i in self._session.get_inputs()}
+
+    def encode(self, texts: list[str], batch_size: int) -> NDArray[np.float32]:
+        """(len(texts), dims) unit vectors; texts are sorted by length first so batches pad little."""
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        out: NDArray[np.float32] | None = None
+        for start in range(0, len(texts), batch_size):
+            index = order[start : start + batch_size]
+            tokens = self._tokenizer(
+                [texts[i] for i in index], padding=True, truncation=True, max_length=self._max_length,
+                return_tensors="np",
+            )  # fmt: skip
+            feed = {name: tokens[name].astype(np.int64) for name in _INPUTS if name in tokens}
+            if self._wants_token_types and "token_type_ids" not in feed:
+                feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
+            hidden = self._session.run(None, feed)[0]
+            mask = tokens["attention_mask"][..., None].astype(np.float32)
+            pooled = (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
+            pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+            if out is None:
+                out = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
+            out[index] = pooled
+        return out if out is not None else np.empty((0, 0), dtype=np.float32)
+
+
+def load_onnx_encoder(
+    model: SentenceTransformer, cache_dir: Path, version_name: str, threads: int
+) -> OnnxEncoder | None:
+    """An ONNX encoder that agrees with torch on probe texts, or None (torch stays in charge)."""
+    if not supported(model):
+        log.info("model layout not covered by the ONNX backend; using torch")
+        return None
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        log.info("onnxruntime is not installed; using torch")
+        return None
+    path = cache_dir / f"{version_name.replace('/', '_')}.onnx"
+    if not path.exists():
+        log.info("exporting %s to ONNX at %s", version_name, path)
+        export(model, path)
+    encoder = OnnxEncoder(model, path, threads)
+    probe = ["organic traffic from SEO", "Customer acquisition cost went up after the price change", "ok"]
+    reference = model.encode(probe, normalize_embeddings=True, convert_to_numpy=True)
+    gap = float(np.max(1 - np.sum(encoder.encode(probe, 8) * reference, axis=1)))
+    if gap > 1e-4:
+        log.warning("ONNX export disagrees with torch (cosine gap %.2g); using torch", gap)
+        return None
+    return encoder
