@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 from typing import Annotated
@@ -64,7 +65,12 @@ def _publish_samples(queue: str) -> dict[str, str | None]:
 
 
 def _wait_until_processed(
-    database_url: str, broker_url: str, queue: str, sent: dict[str, str | None], timeout_s: int, worker: object
+    database_url: str,
+    broker_url: str,
+    queue: str,
+    sent: dict[str, str | None],
+    timeout_s: int,
+    worker: subprocess.Popen[bytes],
 ) -> None:
     """Until every sent message is a stored item or a rejected event and the queue is empty."""
     engine = get_engine(database_url)

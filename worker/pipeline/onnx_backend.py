@@ -54,7 +54,7 @@ def export(model: SentenceTransformer, path: Path) -> None:
     partial = path.with_suffix(f".{os.getpid()}.partial")
     with torch.no_grad():
         torch.onnx.export(
-            LastHiddenState(model[0].auto_model.eval()),
+            LastHiddenState(model[0].auto_model).eval(),
             tuple(sample[name] for name in _INPUTS),
             str(partial),
             input_names=list(_INPUTS),
