@@ -98,8 +98,9 @@ def _postgres(data_dir: Path):  # type: ignore[no-untyped-def]
 
 
 def start_postgres(data_dir: Path) -> str:
-    """Start (or find running) PostgreSQL, create the tagworker database and pgvector; return its URL."""
+    """Start (or find running) PostgreSQL and create the tagworker database; return its URL."""
     server = _postgres(data_dir)
+    server.start()  # no-op when running; needed when this process stopped it earlier (the handle is cached)
     socket_dir = server.get_postmaster_info().socket_dir
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")
     if "(1 row)" not in exists:
