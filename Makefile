@@ -11,12 +11,13 @@ export TOKENIZERS_PARALLELISM := false
 
 setup: $(STAMP)
 
-# torch first, CPU build: a plain `torch` requirement would pull a multi-GB CUDA build. The range in
-# pyproject.toml accepts any torch, so a GPU host keeps its own.
+# torch first, CPU build: a plain `torch` requirement would pull a multi-GB CUDA build. The local CPU wheel
+# (torch==2.13.0+cpu) is taken where pip can find it, else PyTorch's CPU index. pyproject.toml only asks for
+# torch>=2.2, so a GPU host keeps the CUDA build it already has.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q "torch==2.13.0" || $(BIN)/pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+	$(BIN)/pip install -q "torch==2.13.0+cpu" || $(BIN)/pip install -q torch --index-url https://download.pytorch.org/whl/cpu
 	$(BIN)/pip install -q -e ".[test]"
 	touch $(STAMP)
 

@@ -13,10 +13,17 @@ config = context.config
 url = config.attributes.get("database_url") or resolve(get_settings()).database_url
 
 
+def include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+    """Leave the per-model-version HNSW indexes alone: they are made at run time, not by migrations."""
+    return not (type_ == "index" and (name or "").startswith("ix_embeddings_hnsw_v"))
+
+
 def run_migrations_online() -> None:
     engine = create_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
-        context.configure(connection=connection, target_metadata=Base.metadata, compare_type=True)
+        context.configure(
+            connection=connection, target_metadata=Base.metadata, compare_type=True, include_object=include_object
+        )
         with context.begin_transaction():
             # Two processes migrating at once (e.g. two compose replicas) take turns.
             connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7160401)")

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
@@ -32,6 +33,12 @@ class Item(Base):
         UniqueConstraint("kind", "external_id", name="uq_items_kind_external_id"),
         CheckConstraint("kind IN ('content', 'feedback')", name="kind"),
         Index("ix_items_kind_received_at", "kind", "received_at"),
+        # Hybrid search's full-text side; the expression must match worker.store.search.FTS_DOCUMENT.
+        Index(
+            "ix_items_fts",
+            text("to_tsvector('english', coalesce(title, '') || ' ' || text)"),
+            postgresql_using="gin",
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)

@@ -25,3 +25,7 @@ class InvalidEventError(TagworkerError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class SearchError(TagworkerError):
+    """A search that cannot run as asked: empty query, bad k, unknown item or tag, no active model."""

@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from worker.cli import bench_cmd, data_cmds, run_cmds
+from worker.cli import bench_cmd, data_cmds, eval_cmds, run_cmds, search_cmds
 
 app = typer.Typer(
     name="tagworker",
@@ -20,6 +20,8 @@ app = typer.Typer(
 run_cmds.register(app)
 data_cmds.register(app)
 bench_cmd.register(app)
+search_cmds.register(app)
+eval_cmds.register(app)
 
 
 def main() -> None:

@@ -70,7 +70,7 @@ def migrate() -> None:
 
 
 def worker(
-    queues: Annotated[str, typer.Option(help="Comma-separated queues to consume.")] = "ingest",
+    queues: Annotated[str | None, typer.Option(help="Comma-separated queues (default: the ingest queue).")] = None,
     pool: Annotated[str, typer.Option(help="prefork for CPU; solo for a GPU (CUDA is not fork-safe).")] = "prefork",
     concurrency: Annotated[int, typer.Option(help="Pool processes (prefork); 0 = one per CPU core.")] = 0,
     loglevel: Annotated[str, typer.Option()] = "INFO",
@@ -83,6 +83,7 @@ def worker(
         if pool not in {"prefork", "solo", "threads"}:
             raise ConfigurationError(f"--pool {pool!r}: use prefork (CPU) or solo (GPU)")
         concurrency = pool_size(pool, concurrency)
+        queues = queues or get_settings().broker.ingest_queue
         os.environ.setdefault("TAGWORKER_MODEL__TORCH_THREADS", str(max(1, cpu_count() // concurrency)))
         get_settings.cache_clear()
         check_model_config(get_settings())

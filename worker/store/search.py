@@ -1,0 +1,112 @@
+"""Nearest-neighbour and full-text queries. Vectors are only ever compared within one model version."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+FTS_DOCUMENT = "to_tsvector('english', coalesce(i.title, '') || ' ' || i.text)"
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result."""
+
+    item_id: int
+    kind: str
+    external_id: str
+    title: str | None
+    text: str
+    occurred_at: datetime
+    score: float
+
+
+def _filters(kind: str | None, since: datetime | None, exclude_item: int | None) -> str:
+    clauses = []
+    if kind:
+        clauses.append("i.kind = :kind")
+    if since:
+        clauses.append("i.occurred_at >= :since")
+    if exclude_item is not None:
+        clauses.append("i.id <> :exclude_item")
+    return "".join(f" AND {c}" for c in clauses)
+
+
+def nearest(
+    session: Session,
+    *,
+    vector: str,
+    model_version_id: int,
+    dims: int,
+    k: int,
+    ef_search: int,
+    kind: str | None = None,
+    since: datetime | None = None,
+    exclude_item: int | None = None,
+) -> list[Hit]:
+    """Top-k by cosine similarity through the version's HNSW index.
+
+    The ORDER BY repeats the index expression (`vector::vector(dims)`) and the WHERE names the version, so
+    the partial index applies; iterative scanning keeps going when filters drop candidates.
+    """
+    session.execute(text("SELECT set_config('hnsw.ef_search', :ef, true)"), {"ef": str(max(ef_search, k))})
+    session.execute(text("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)"))
+    distance = f"e.vector::vector({int(dims)}) <=> CAST(:q AS vector({int(dims)}))"
+    sql = f"""
+        WITH candidates AS MATERIALIZED (
+            SELECT i.id, i.kind, i.external_id, i.title, i.text, i.occurred_at, {distance} AS distance
+            FROM embeddings e JOIN items i ON i.id = e.item_id
+            WHERE e.model_version_id = {int(model_version_id)}{_filters(kind, since, exclude_item)}
+            ORDER BY {distance}
+            LIMIT :k
+        )
+        SELECT * FROM candidates ORDER BY distance
+    """
+    rows = session.execute(text(sql), {"q": vector, "k": k, "kind": kind, "since": since, "exclude_item": exclude_item})
+    return [Hit(r.id, r.kind, r.external_id, r.title, r.text, r.occurred_at, 1.0 - float(r.distance)) for r in rows]
+
+
+def full_text(
+    session: Session, *, query: str, k: int, kind: str | None = None, since: datetime | None = None
+) -> list[Hit]:
+    """Top-k by PostgreSQL full-text rank (English stemming), through the GIN index of migration 0002."""
+    sql = f"""
+        SELECT i.id, i.kind, i.external_id, i.title, i.text, i.occurred_at,
+               ts_rank_cd({FTS_DOCUMENT}, websearch_to_tsquery('english', :query)) AS rank
+        FROM items i
+        WHERE {FTS_DOCUMENT} @@ websearch_to_tsquery('english', :query){_filters(kind, since, None)}
+        ORDER BY rank DESC
+        LIMIT :k
+    """
+    rows = session.execute(text(sql), {"query": query, "k": k, "kind": kind, "since": since})
+    return [Hit(r.id, r.kind, r.external_id, r.title, r.text, r.occurred_at, float(r.rank)) for r in rows]
+
+
+def item_vector(session: Session, *, item_id: int, model_version_id: int) -> str | None:
+    """An item's stored vector under a version, as pgvector text."""
+    return session.execute(
+        text("SELECT vector::text FROM embeddings WHERE item_id = :i AND model_version_id = :v"),
+        {"i": item_id, "v": model_version_id},
+    ).scalar_one_or_none()
+
+
+def find_item(session: Session, ref: str) -> int | None:
+    """An item id from `kind/external_id`, a bare external id (if unique), or a numeric id."""
+    kind, sep, external_id = ref.partition("/")
+    if sep and kind in ("content", "feedback"):
+        sql, params = "SELECT id FROM items WHERE kind = :k AND external_id = :x", {"k": kind, "x": external_id}
+    elif ref.isdigit():
+        sql, params = "SELECT id FROM items WHERE id = :i OR external_id = :x", {"i": int(ref), "x": ref}
+    else:
+        sql, params = "SELECT id FROM items WHERE external_id = :x", {"x": ref}
+    ids = session.execute(text(sql + " LIMIT 2"), params).scalars().all()
+    return ids[0] if len(ids) == 1 else None
+
+
+def active_version(session: Session) -> tuple[int, str, int] | None:
+    """(id, name, dims) of the active model version."""
+    row = session.execute(text("SELECT id, name, dims FROM model_versions WHERE status = 'active'")).first()
+    return (int(row.id), str(row.name), int(row.dims)) if row else None
