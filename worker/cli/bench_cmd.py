@@ -1,4 +1,4 @@
-"""`tagworker bench`: pipeline throughput against stock encode, in the same run; prints JSON."""
+"""`tagworker bench`: speed measured as ratios and percentiles in one run; prints JSON."""
 
 from __future__ import annotations
 
@@ -7,13 +7,17 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from worker.cli.common import clean_errors, console
+from worker.cli.common import clean_errors
+from worker.cli.progress import stage_progress
 from worker.settings import get_settings
 
+bench_app = typer.Typer(help="Benchmarks; `tagworker bench` alone runs the pipeline benchmark.")
 
-def bench(
+
+@bench_app.callback(invoke_without_command=True)
+def pipeline(
+    ctx: typer.Context,
     n: Annotated[int, typer.Option(help="Texts to send.", min=32)] = 2000,
     data: Annotated[
         Path | None,
@@ -22,32 +26,34 @@ def bench(
             "else the bundled sample."
         ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print only the JSON result.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print compact JSON.")] = False,
 ) -> None:
-    """Send N texts through Redis -> worker -> PostgreSQL on a fresh embedded stack; compare with stock encode."""
-    from worker.benchmark import bench as run_bench
-    from worker.benchmark import load_texts
+    """N texts through Redis -> worker -> PostgreSQL on a fresh embedded stack, against stock encode."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from worker.benchmark import bench, load_texts
 
     with clean_errors():
         texts, source = load_texts(data, n)
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as bar:
-            tasks: dict[str, object] = {}
-
-            def progress(stage: str, done: int, total: int) -> None:
-                if stage not in tasks:
-                    tasks[stage] = bar.add_task(stage, total=total)
-                bar.update(tasks[stage], completed=done, total=total)  # type: ignore[arg-type]
-
-            result = run_bench(get_settings(), texts, source, progress)
+        with stage_progress() as report:
+            result = bench(get_settings(), texts, source, report)
         typer.echo(json.dumps(result, indent=None if as_json else 2))
 
 
+@bench_app.command()
+def search(
+    n: Annotated[int, typer.Option(help="Stored items.", min=100)] = 100_000,
+    queries: Annotated[int, typer.Option(help="Queries to time.", min=10)] = 300,
+    ef_search: Annotated[int, typer.Option(help="HNSW candidate list size at query time.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="Print compact JSON.")] = False,
+) -> None:
+    """k=10 search latency and recall@10 (against exact search) over N items through the HNSW index."""
+    from worker.benchmark_search import bench_search
+
+    with clean_errors(), stage_progress() as report:
+        result = bench_search(get_settings(), n, queries, ef_search, report)
+    typer.echo(json.dumps(result, indent=None if as_json else 2))
+
+
 def register(app: typer.Typer) -> None:
-    app.command()(bench)
+    app.add_typer(bench_app, name="bench")
