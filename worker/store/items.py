@@ -73,7 +73,7 @@ def _vector_format(dims: int) -> str:
     return "[" + ",".join(["%.9g"] * dims) + "]"  # 9 significant digits round-trip a float32 exactly
 
 
-def vector_literals(vectors: Sequence[np.ndarray]) -> list[str]:
+def vector_literals(vectors: Sequence[np.ndarray] | np.ndarray) -> list[str]:
     """pgvector text literals, formatted with one C-level `%` per vector."""
     return [_vector_format(len(v)) % tuple(v.tolist()) for v in vectors]
 

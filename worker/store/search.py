@@ -96,6 +96,7 @@ def item_vector(session: Session, *, item_id: int, model_version_id: int) -> str
 def find_item(session: Session, ref: str) -> int | None:
     """An item id from `kind/external_id`, a bare external id (if unique), or a numeric id."""
     kind, sep, external_id = ref.partition("/")
+    params: dict[str, object]
     if sep and kind in ("content", "feedback"):
         sql, params = "SELECT id FROM items WHERE kind = :k AND external_id = :x", {"k": kind, "x": external_id}
     elif ref.isdigit():
