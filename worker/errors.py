@@ -19,13 +19,5 @@ class ServiceUnavailableError(TagworkerError):
     """PostgreSQL or Redis cannot be reached."""
 
 
-class InvalidEventError(TagworkerError):
-    """A payload is not a valid event; permanent, never retried."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 class SearchError(TagworkerError):
     """A search that cannot run as asked: empty query, bad k, unknown item or tag, no active model."""

@@ -44,9 +44,3 @@ def register_model_version(connection: Connection, *, name: str, base_model: str
         f"USING hnsw ((vector::vector({int(dims)})) vector_cosine_ops) WHERE model_version_id = {version_id}"
     )
     return version_id
-
-
-def active_model_version(connection: Connection) -> ModelVersion | None:
-    """The active version's row, if any."""
-    row = connection.execute(select(ModelVersion).where(ModelVersion.status == "active")).first()
-    return ModelVersion(**row._mapping) if row else None

@@ -30,8 +30,3 @@ def pipeline_counts(session: Session) -> dict[str, Any]:
         "tag_corrections": session.scalar(select(func.count()).select_from(TagCorrection)) or 0,
         "active_model": active,
     }
-
-
-def stored_event_ids(session: Session) -> set[str]:
-    """Every stored item's event id (for checkers and benchmarks)."""
-    return {str(e) for e in session.scalars(select(Item.event_id))}
