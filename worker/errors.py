@@ -21,3 +21,11 @@ class ServiceUnavailableError(TagworkerError):
 
 class SearchError(TagworkerError):
     """A search that cannot run as asked: empty query, bad k, unknown item or tag, no active model."""
+
+
+class TaxonomyError(TagworkerError):
+    """A taxonomy file or a tag name that cannot be used."""
+
+
+class CorrectionError(TagworkerError):
+    """A tag correction that names an unknown item or tag, or contradicts itself."""

@@ -46,6 +46,19 @@ def publish(
         console.print(f"sent {sent} events to queue {settings.broker.ingest_queue!r}")
 
 
+def convert(
+    dataset: Annotated[str, typer.Argument(help="banking77, dstc11 or goemotions.")],
+    out: Annotated[Path, typer.Option(help="Directory for the .jsonl files.")] = Path("eval-data"),
+    source: Annotated[Path, typer.Option(help="The shared datasets directory.")] = Path("../shared/data"),
+) -> None:
+    """Write `{"text", "tags"}` lines for `tagworker eval` (one file per split, or per domain for DSTC11)."""
+    from worker.data_convert import convert as run_convert
+
+    with clean_errors():
+        for name, lines in run_convert(dataset, source, out).items():
+            console.print(f"{out / name}: {lines} lines")
+
+
 def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Items by kind, embedded, rejected, queue depth and active model."""
     with clean_errors():
@@ -74,3 +87,6 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
 def register(app: typer.Typer) -> None:
     app.command()(publish)
     app.command()(status)
+    data_app = typer.Typer(help="Prepare labelled datasets for `tagworker eval`.", no_args_is_help=True)
+    data_app.command()(convert)
+    app.add_typer(data_app, name="data")

@@ -10,7 +10,7 @@ import typer
 
 from worker.cli.common import clean_errors
 from worker.cli.progress import stage_progress
-from worker.settings import get_settings
+from worker.settings import Settings, get_settings
 
 eval_app = typer.Typer(help="Score tagworker on labelled data; prints JSON.", no_args_is_help=True)
 
@@ -28,15 +28,49 @@ def retrieval(
     from worker.evaluation.retrieval import evaluate, read_jsonl_docs, read_qrels
 
     with clean_errors():
-        settings = get_settings()
-        if model:
-            settings = settings.model_copy(update={"model": settings.model.model_copy(update={"name_or_path": model})})
+        settings = _with_model(get_settings(), model)
         with stage_progress() as report:
             result = evaluate(
                 settings, read_jsonl_docs(corpus), read_jsonl_docs(queries), read_qrels(qrels), hybrid=hybrid,
                 progress=report,
             )  # fmt: skip
         typer.echo(json.dumps(result, indent=None if as_json else 2))
+
+
+@eval_app.command()
+def tagging(
+    train: Annotated[Path, typer.Option(exists=True, dir_okay=False, help='Lines {"text", "tags": [...]}.')],
+    test: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Held-out lines, same format.")],
+    shots: Annotated[int | None, typer.Option(min=1, help="Keep N training lines per tag.")] = None,
+    zero_shot: Annotated[bool, typer.Option("--zero-shot", help="Use only tag names (and descriptions).")] = False,
+    taxonomy: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="Taxonomy YAML/JSON.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for shots and held-out splits.")] = 0,
+    baseline: Annotated[bool, typer.Option(help="Also score TF-IDF + logistic regression on the same split.")] = False,
+    model: Annotated[str | None, typer.Option(help="Model name or directory (default: the configured one).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print compact JSON.")] = False,
+) -> None:
+    """accuracy, micro/macro F1 and coverage of the worker's tagger fitted on TRAIN, scored on TEST."""
+    from worker.evaluation.tagging import evaluate_tagging, read_labelled
+    from worker.pipeline.embed import load_embedder
+    from worker.pipeline.taxonomy import read_taxonomy
+
+    with clean_errors():
+        settings = _with_model(get_settings(), model)
+        tax = read_taxonomy(taxonomy) if taxonomy else None
+        train_set, test_set = read_labelled(train), read_labelled(test)
+        embedder = load_embedder(settings.model, cache_dir=settings.data_dir / "onnx")
+        with stage_progress() as report:
+            result = evaluate_tagging(
+                embedder, train_set, test_set, taxonomy=tax, shots=shots, zero_shot=zero_shot, seed=seed,
+                baseline=baseline, progress=report,
+            )  # fmt: skip
+        typer.echo(json.dumps(result, indent=None if as_json else 2))
+
+
+def _with_model(settings: Settings, model: str | None) -> Settings:
+    if not model:
+        return settings
+    return settings.model_copy(update={"model": settings.model.model_copy(update={"name_or_path": model})})
 
 
 def register(app: typer.Typer) -> None:

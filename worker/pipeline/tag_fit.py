@@ -1,0 +1,225 @@
+"""Fit a Tagger: zero-shot heads from tag texts, supervised heads from human labels, thresholds on held-out labels.
+
+A facet becomes supervised once at least two of its tags (one, for a multi-label facet) have `min_examples`
+human-labelled items. The tag texts (name, description, examples) stay in the training set as extra examples,
+so a tag nobody has labelled yet can still win. Thresholds are chosen per tag on a held-out slice of the human
+labels to maximize that tag's F1; tags with too few held-out labels share the facet's best threshold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from numpy.typing import NDArray
+
+from worker.pipeline.tag import FacetHead, Tagger
+from worker.pipeline.taxonomy import FacetSpec, Taxonomy
+
+MIN_HELDOUT_POSITIVES = 3
+
+
+@dataclass(frozen=True)
+class FitParams:
+    """Knobs of head fitting; the defaults are what the Banking77 targets were measured with."""
+
+    min_examples: int = 5
+    zero_shot_threshold: float = 0.35
+    default_threshold: float = 0.25
+    regularization_c: float = 30.0
+    max_exemplars: int = 20_000
+    holdout_share: float = 0.2
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class LabelledSet:
+    """Human-labelled items: (m, dims) unit vectors and each item's tags (any facet)."""
+
+    vectors: NDArray[np.float32]
+    tags: list[frozenset[str]] = field(default_factory=list)
+
+    @staticmethod
+    def empty(dims: int) -> LabelledSet:
+        return LabelledSet(np.zeros((0, dims), dtype=np.float32), [])
+
+
+def fit_tagger(
+    taxonomy: Taxonomy,
+    tag_vectors: dict[str, NDArray[np.float32]],
+    labelled: LabelledSet,
+    params: FitParams = FitParams(),
+    *,
+    zero_shot: bool = False,
+) -> Tagger:
+    """One head per facet.
+
+    Args:
+        tag_vectors: per tag, (k, dims) unit vectors of its `prototype_texts`.
+        labelled: human labels; ignored when `zero_shot`.
+    """
+    heads = []
+    for facet in taxonomy.facets:
+        matrix = _facet_labels(facet, labelled)
+        if not zero_shot and _has_enough(matrix, facet.multi_label, params.min_examples):
+            heads.append(_supervised_head(facet, tag_vectors, labelled.vectors, matrix, params))
+        else:
+            heads.append(_zero_shot_head(facet, tag_vectors, params))
+    return Tagger(heads=tuple(heads))
+
+
+def _facet_labels(facet: FacetSpec, labelled: LabelledSet) -> NDArray[np.float32]:
+    """(m, n_tags) 0/1; rows of items with no tag in this facet are all zero."""
+    index = {t.name: j for j, t in enumerate(facet.tags)}
+    matrix = np.zeros((len(labelled.tags), len(index)), dtype=np.float32)
+    for i, tags in enumerate(labelled.tags):
+        present = sorted(index[t] for t in tags if t in index)
+        if facet.multi_label:
+            matrix[i, present] = 1.0
+        elif present:
+            matrix[i, present[0]] = 1.0
+    return matrix
+
+
+def _has_enough(matrix: NDArray[np.float32], multi_label: bool, min_examples: int) -> bool:
+    positives = matrix.sum(axis=0)
+    if multi_label:
+        labelled_rows = int((matrix.sum(axis=1) > 0).sum())
+        return bool(((positives >= min_examples) & (labelled_rows - positives >= min_examples)).any())
+    return int((positives >= min_examples).sum()) >= 2
+
+
+def _zero_shot_head(facet: FacetSpec, tag_vectors: dict[str, NDArray[np.float32]], params: FitParams) -> FacetHead:
+    prototypes = np.stack([_unit(tag_vectors[t.name].mean(axis=0)) for t in facet.tags]).astype(np.float32)
+    return FacetHead(
+        facet=facet.name,
+        multi_label=facet.multi_label,
+        kind="zero-shot",
+        tags=tuple(t.name for t in facet.tags),
+        thresholds=np.full(len(facet.tags), params.zero_shot_threshold, dtype=np.float32),
+        prototypes=prototypes,
+    )
+
+
+def _supervised_head(
+    facet: FacetSpec,
+    tag_vectors: dict[str, NDArray[np.float32]],
+    vectors: NDArray[np.float32],
+    matrix: NDArray[np.float32],
+    params: FitParams,
+) -> FacetHead:
+    rows = np.flatnonzero(matrix.sum(axis=1) > 0)
+    rng = np.random.default_rng(params.seed)
+    shuffled = rng.permutation(rows)
+    n_holdout = int(len(shuffled) * params.holdout_share)
+    holdout, train = shuffled[:n_holdout], shuffled[n_holdout:]
+    pseudo_x, pseudo_y = _tag_examples(facet, tag_vectors)
+    thresholds = np.full(len(facet.tags), params.default_threshold, dtype=np.float32)
+    if n_holdout:
+        probe = _fit_head(facet, np.vstack([vectors[train], pseudo_x]), np.vstack([matrix[train], pseudo_y]), params)
+        thresholds = choose_thresholds(probe.scores(vectors[holdout]), matrix[holdout], facet.multi_label, thresholds)
+    head = _fit_head(facet, np.vstack([vectors[rows], pseudo_x]), np.vstack([matrix[rows], pseudo_y]), params)
+    return replace(head, thresholds=thresholds)
+
+
+def _tag_examples(
+    facet: FacetSpec, tag_vectors: dict[str, NDArray[np.float32]]
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    xs, ys = [], []
+    for j, tag in enumerate(facet.tags):
+        vectors = tag_vectors[tag.name]
+        xs.append(vectors)
+        onehot = np.zeros((len(vectors), len(facet.tags)), dtype=np.float32)
+        onehot[:, j] = 1.0
+        ys.append(onehot)
+    return np.vstack(xs).astype(np.float32), np.vstack(ys)
+
+
+def _fit_head(facet: FacetSpec, x: NDArray[np.float32], y: NDArray[np.float32], params: FitParams) -> FacetHead:
+    coef, intercept = (_fit_one_vs_rest if facet.multi_label else _fit_softmax)(x, y, params.regularization_c)
+    keep = np.random.default_rng(params.seed).permutation(len(x))[: params.max_exemplars]
+    return FacetHead(
+        facet=facet.name,
+        multi_label=facet.multi_label,
+        kind="supervised",
+        tags=tuple(t.name for t in facet.tags),
+        thresholds=np.zeros(len(facet.tags), dtype=np.float32),
+        coef=coef,
+        intercept=intercept,
+        exemplars=np.ascontiguousarray(x[keep], dtype=np.float32),
+        exemplar_tags=np.ascontiguousarray(y[keep], dtype=np.float32),
+    )
+
+
+def _fit_softmax(
+    x: NDArray[np.float32], y: NDArray[np.float32], c: float
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    from sklearn.linear_model import LogisticRegression
+
+    n_tags = y.shape[1]
+    model = LogisticRegression(C=c, max_iter=2000).fit(x, y.argmax(axis=1))
+    coef = np.zeros((n_tags, x.shape[1]), dtype=np.float32)
+    intercept = np.full(n_tags, -50.0, dtype=np.float32)  # a tag with no example never wins
+    if len(model.classes_) == 2:  # sklearn keeps one row for two classes; softmax of (-z/2, z/2) = sigmoid(z)
+        coef[model.classes_] = np.vstack([-model.coef_[0] / 2, model.coef_[0] / 2])
+        intercept[model.classes_] = [-model.intercept_[0] / 2, model.intercept_[0] / 2]
+    else:
+        coef[model.classes_] = model.coef_
+        intercept[model.classes_] = model.intercept_
+    return coef, intercept
+
+
+def _fit_one_vs_rest(
+    x: NDArray[np.float32], y: NDArray[np.float32], c: float
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    from sklearn.linear_model import LogisticRegression
+
+    coef = np.zeros((y.shape[1], x.shape[1]), dtype=np.float32)
+    intercept = np.zeros(y.shape[1], dtype=np.float32)
+    for j in range(y.shape[1]):
+        target = y[:, j]
+        if target.min() == target.max():  # all or none: a constant answer
+            intercept[j] = 50.0 if target[0] else -50.0
+            continue
+        model = LogisticRegression(C=c, max_iter=2000).fit(x, target)
+        coef[j], intercept[j] = model.coef_[0], model.intercept_[0]
+    return coef, intercept
+
+
+def choose_thresholds(
+    scores: NDArray[np.float32], gold: NDArray[np.float32], multi_label: bool, fallback: NDArray[np.float32]
+) -> NDArray[np.float32]:
+    """Per tag, the score threshold with the best F1 on held-out items; `fallback` where too few positives."""
+    n_tags = scores.shape[1]
+    if multi_label:
+        confidence, correct, predicted = scores, gold > 0, np.ones_like(gold, dtype=bool)
+    else:
+        top = scores.argmax(axis=1)
+        predicted = np.zeros_like(gold, dtype=bool)
+        predicted[np.arange(len(top)), top] = True
+        confidence, correct = scores, predicted & (gold > 0)
+    shared = _best_threshold(confidence[predicted], correct[predicted], int((gold > 0).sum()))
+    thresholds = fallback.copy() if shared is None else np.full(n_tags, shared, dtype=np.float32)
+    for j in range(n_tags):
+        positives = int((gold[:, j] > 0).sum())
+        if positives >= MIN_HELDOUT_POSITIVES:
+            mask = predicted[:, j]
+            best = _best_threshold(confidence[mask, j], correct[mask, j], positives)
+            if best is not None:
+                thresholds[j] = best
+    return thresholds
+
+
+def _best_threshold(scores: NDArray[np.float32], correct: NDArray[np.bool_], n_gold: int) -> float | None:
+    """The lowest score threshold that maximizes F1 = 2 TP / (predicted + gold)."""
+    if n_gold == 0 or len(scores) == 0:
+        return None
+    order = np.argsort(-scores, kind="stable")
+    true_positives = np.cumsum(correct[order])
+    f1 = 2 * true_positives / (np.arange(1, len(order) + 1) + n_gold)
+    best = int(np.flatnonzero(f1 == f1.max())[-1])
+    return float(scores[order][best])
+
+
+def _unit(vector: NDArray[np.float32]) -> NDArray[np.float32]:
+    return vector / max(float(np.linalg.norm(vector)), 1e-12)
