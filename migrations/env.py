@@ -14,8 +14,8 @@ url = config.attributes.get("database_url") or resolve(get_settings()).database_
 
 
 def include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
-    """Leave the per-model-version HNSW indexes alone: they are made at run time, not by migrations."""
-    return not (type_ == "index" and (name or "").startswith("ix_embeddings_hnsw_v"))
+    """Leave alone what autogenerate cannot compare: run-time HNSW indexes, the full-text expression index."""
+    return not (type_ == "index" and ((name or "").startswith("ix_embeddings_hnsw_v") or name == "ix_items_fts"))
 
 
 def run_migrations_online() -> None:

@@ -6,5 +6,19 @@ from models.embeddings import Embedding
 from models.items import Item
 from models.model_versions import ModelVersion
 from models.rejected import RejectedEvent
+from models.tags import ItemLabel, ItemTag, ItemTagging, Tag, Tagger, TaxonomyVersion
 
-__all__ = ["Base", "Embedding", "Item", "ModelVersion", "RejectedEvent", "TagCorrection"]
+__all__ = [
+    "Base",
+    "Embedding",
+    "Item",
+    "ItemLabel",
+    "ItemTag",
+    "ItemTagging",
+    "ModelVersion",
+    "RejectedEvent",
+    "Tag",
+    "TagCorrection",
+    "Tagger",
+    "TaxonomyVersion",
+]

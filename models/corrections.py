@@ -23,6 +23,8 @@ class TagCorrection(Base):
     added: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
     removed: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
     actor: Mapped[str] = mapped_column(String(2048))
+    tags_before: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    tags_after: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
     corrected_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     applied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -33,10 +33,20 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, object]:
             "unacked_restore_throttle": 1,
         },
         "task_default_queue": settings.broker.ingest_queue,
-        "task_routes": {"tagworker.ingest": {"queue": settings.broker.ingest_queue}},
+        "task_routes": {
+            "tagworker.ingest": {"queue": settings.broker.ingest_queue},
+            "tagworker.refit_tags": {"queue": settings.broker.ingest_queue},
+        },
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
-        "beat_schedule": {},
+        "beat_schedule": {
+            # Cheap when nothing changed (two queries); expires so that a backlog never stacks refits up.
+            "refit-tags": {
+                "task": "tagworker.refit_tags",
+                "schedule": settings.tagging.refit_interval_s,
+                "options": {"expires": settings.tagging.refit_interval_s},
+            },
+        },
     }
 
 

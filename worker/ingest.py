@@ -18,14 +18,15 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from schemas import TagCorrected
+from worker.corrections import apply_corrections
 from worker.db import session_scope
 from worker.pipeline.batch import EmbedOutcome, Sorted, embed_isolating_failures, item_values, sort_batch
 from worker.pipeline.embed import Embedder
 from worker.pipeline.validate import Accepted, RawMessage, Rejection, parse_message, raw_text
 from worker.settings import BatchingSettings, IngestSettings
-from worker.store.items import ItemRow, insert_corrections, item_ids_by_ref, known_event_hashes, upsert_items
+from worker.store.items import ItemRow, known_event_hashes, upsert_items
 from worker.store.rejected import record_rejections
+from worker.tagging import Prediction, TaggingService, write_tagged
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -67,12 +68,14 @@ class IngestService:
         model_version_id: int,
         limits: IngestSettings,
         batching: BatchingSettings,
+        tagging: TaggingService | None = None,
     ) -> None:
         self.engine = engine
         self.embedder = embedder
         self.model_version_id = model_version_id
         self.limits = limits
         self.batching = batching
+        self.tagging = tagging
 
     def run(self, messages: list[RawMessage]) -> BatchSummary:
         """Process one batch; see the module docstring for the guarantees."""
@@ -96,14 +99,31 @@ class IngestService:
         outcome = embed_isolating_failures(self.embedder, batch.items)
         summary.embed_seconds = round(time.perf_counter() - embed_started, 4)
         rejections = batch.rejections + outcome.failures
-        written = self._with_retries(lambda s: self._write(s, batch, outcome, rejections), commit=True)
+        prediction = self._predict(outcome)
+        written = self._with_retries(lambda s: self._write(s, batch, outcome, prediction, rejections), commit=True)
         summary.stored, summary.corrections = written
         summary.duplicates = batch.duplicates
         summary.rejected = sum(r.status == "invalid" for r in rejections)
         summary.failed = sum(r.status == "failed" for r in rejections)
 
+    def _predict(self, outcome: EmbedOutcome) -> Prediction | None:
+        """Tags for the embedded items; a tagger failure leaves them untagged (the next re-tag catches up)."""
+        if self.tagging is None or outcome.embeddings is None:
+            return None
+        try:
+            kinds = [a.event.item_kind for a in outcome.events]  # type: ignore[union-attr]
+            return self.tagging.predict(kinds, outcome.embeddings.vectors)
+        except Exception:
+            log.exception("tagging failed; items of this batch stay untagged until the next re-tag")
+            return None
+
     def _write(
-        self, session: Session, batch: Sorted, outcome: EmbedOutcome, rejections: list[Rejection]
+        self,
+        session: Session,
+        batch: Sorted,
+        outcome: EmbedOutcome,
+        prediction: Prediction | None,
+        rejections: list[Rejection],
     ) -> tuple[int, int]:
         rows = []
         if outcome.embeddings is not None:
@@ -116,41 +136,13 @@ class IngestService:
                         chunks_used=outcome.embeddings.chunks_used[i],
                     )
                 )
-        stored = upsert_items(session, rows, self.model_version_id)
-        corrections, unknown = self._corrections(session, batch.corrections)
-        insert_corrections(session, corrections)
-        record_rejections(session, rejections + unknown)
-        return stored, len(corrections)
-
-    @staticmethod
-    def _corrections(session: Session, accepted: list[Accepted]) -> tuple[list[dict[str, object]], list[Rejection]]:
-        events = [a.event for a in accepted if isinstance(a.event, TagCorrected)]
-        ids = item_ids_by_ref(session, [(e.item.kind, e.item.external_id) for e in events])
-        rows, unknown = [], []
-        for a, e in zip(accepted, events, strict=True):
-            item_id = ids.get((e.item.kind, e.item.external_id))
-            if item_id is None:
-                unknown.append(
-                    Rejection(
-                        a.message_id,
-                        f"tag correction names unknown item {e.item.kind}/{e.item.external_id}",
-                        raw_text(e.model_dump(mode="json")),
-                        event_id=e.event_id,
-                        kind=e.kind,
-                    )
-                )
-                continue
-            rows.append(
-                {
-                    "event_id": e.event_id,
-                    "item_id": item_id,
-                    "added": list(e.added),
-                    "removed": list(e.removed),
-                    "actor": e.actor,
-                    "corrected_at": e.corrected_at,
-                }
-            )
-        return rows, unknown
+        written = upsert_items(session, rows, self.model_version_id)
+        if prediction is not None:
+            item_ids = [written.get(a.event.event_id) for a in outcome.events]
+            write_tagged(session, prediction.for_items(item_ids), self.model_version_id)
+        applied, unapplied = apply_corrections(session, batch.corrections)
+        record_rejections(session, rejections + unapplied)
+        return len(written), applied
 
     def _with_retries(self, work: Callable[[Session], T], *, commit: bool = False) -> T:
         attempts = self.batching.db_retries + 1

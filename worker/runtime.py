@@ -13,6 +13,7 @@ from worker.pipeline.embed import SentenceTransformerEmbedder, load_embedder, re
 from worker.services import resolve
 from worker.settings import Settings, get_settings
 from worker.store.model_versions import register_model_version
+from worker.tagging import TaggingService
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,7 @@ class Runtime:
     embedder: SentenceTransformerEmbedder
     model_version_id: int
     ingest: IngestService
+    tagging: TaggingService
 
 
 _lock = threading.Lock()
@@ -44,14 +46,16 @@ def build_runtime(settings: Settings) -> Runtime:
             path=resolve_model_path(settings.model.name_or_path),
             dims=embedder.dims,
         )
+    tagging = TaggingService(engine=engine, embedder=embedder, model_version_id=version_id, settings=settings.tagging)
     service = IngestService(
         engine=engine,
         embedder=embedder,
         model_version_id=version_id,
         limits=settings.ingest,
         batching=settings.batching,
+        tagging=tagging,
     )
-    return Runtime(settings=settings, embedder=embedder, model_version_id=version_id, ingest=service)
+    return Runtime(settings=settings, embedder=embedder, model_version_id=version_id, ingest=service, tagging=tagging)
 
 
 def get_runtime() -> Runtime:

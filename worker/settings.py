@@ -70,6 +70,19 @@ class IngestSettings(BaseModel):
     max_metadata_depth: int = Field(default=8, ge=1, le=64)
 
 
+class TaggingSettings(BaseModel):
+    """Taggers: when to refit, when a facet goes supervised, when to abstain."""
+
+    # Loaded by `tagworker migrate` when no taxonomy is stored yet; empty means the packaged marketing taxonomy.
+    taxonomy_file: Path | None = None
+    refit_interval_s: float = Field(default=30, ge=1, le=86_400)
+    # How often a worker looks for a newer tagger (a refit elsewhere) between batches.
+    check_interval_s: float = Field(default=5, ge=0, le=3600)
+    min_examples: int = Field(default=5, ge=1, le=10_000)
+    zero_shot_threshold: float = Field(default=0.35, ge=-1, le=1)
+    retag_chunk: int = Field(default=2000, ge=10, le=100_000)
+
+
 class Settings(BaseSettings):
     """All tagworker settings; read them through `get_settings()`."""
 
@@ -84,6 +97,7 @@ class Settings(BaseSettings):
     model: ModelSettings = ModelSettings()
     batching: BatchingSettings = BatchingSettings()
     ingest: IngestSettings = IngestSettings()
+    tagging: TaggingSettings = TaggingSettings()
 
     @field_validator("log_level")
     @classmethod

@@ -26,3 +26,12 @@ def ingest(requests: list[SimpleRequest]) -> dict[str, Any]:
     """Validate, embed and store a micro-batch of events: `send_task("tagworker.ingest", args=[event])`."""
     messages = [RawMessage(str(r.id), tuple(r.args or ()), dict(r.kwargs or {})) for r in requests]
     return get_runtime().ingest.run(messages).as_dict()
+
+
+@app.task(name="tagworker.refit_tags", acks_late=True, ignore_result=True)
+def refit_tags(force: bool = False) -> dict[str, Any]:
+    """Refit the taggers when corrections or the taxonomy changed, then re-tag stored items."""
+    tagging = get_runtime().tagging
+    fitted = tagging.fit(force=force)
+    retagged = tagging.retag_pending()
+    return {"fitted": fitted.tagger_id if fitted else None, "retagged": retagged}

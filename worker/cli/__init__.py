@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from worker.cli import bench_cmd, data_cmds, eval_cmds, run_cmds, search_cmds
+from worker.cli import bench_cmd, data_cmds, eval_cmds, run_cmds, search_cmds, tag_cmds
 
 app = typer.Typer(
     name="tagworker",
@@ -22,6 +22,7 @@ data_cmds.register(app)
 bench_cmd.register(app)
 search_cmds.register(app)
 eval_cmds.register(app)
+tag_cmds.register(app)
 
 
 def main() -> None:

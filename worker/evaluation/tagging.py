@@ -45,7 +45,7 @@ def read_labelled(path: Path) -> Labelled:
                 row = json.loads(line)
                 text, row_tags = row["text"], row["tags"]
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise ConfigurationError(f"{path}:{number}: expected {{\"text\": str, \"tags\": [str]}} ({exc})") from None
+                raise ConfigurationError(f'{path}:{number}: expected {{"text": str, "tags": [str]}} ({exc})') from None
             if not isinstance(text, str) or not text.strip() or not isinstance(row_tags, list) or not row_tags:
                 raise ConfigurationError(f"{path}:{number}: needs a non-empty text and at least one tag")
             texts.append(text)
@@ -131,8 +131,10 @@ def f1_scores(predicted: list[set[str]], truth: list[set[str]]) -> tuple[float, 
             fp[t] += 1
         for t in g - p:
             fn[t] += 1
+
     def f1(a: int, b: int, c: int) -> float:
         return 2 * a / (2 * a + b + c) if a + b + c else 0.0
+
     micro = f1(sum(tp.values()), sum(fp.values()), sum(fn.values()))
     macro = sum(f1(tp[t], fp[t], fn[t]) for t in tags) / len(tags) if tags else 0.0
     return micro, macro
@@ -159,7 +161,9 @@ def evaluate_tagging(
     tag_vectors = tag_text_vectors(embedder, taxonomy, names_only=names_only)
     labelled = LabelledSet.empty(embedder.dims)
     if not zero_shot:
-        labelled = LabelledSet(embed_all(embedder, train.texts, progress, "embed train"), [frozenset(t) for t in train.tags])
+        labelled = LabelledSet(
+            embed_all(embedder, train.texts, progress, "embed train"), [frozenset(t) for t in train.tags]
+        )
     tagger = fit_tagger(taxonomy, tag_vectors, labelled, FitParams(seed=seed), zero_shot=zero_shot)
     result: dict[str, Any] = score(tagger, embed_all(embedder, test.texts, progress, "embed test"), test.tags)
     result |= {

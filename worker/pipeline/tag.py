@@ -48,6 +48,7 @@ class FacetHead:
     kind: HeadKind
     tags: tuple[str, ...]
     thresholds: NDArray[np.float32]
+    applies_to: tuple[str, ...] = ("content", "feedback")
     prototypes: NDArray[np.float32] | None = None
     coef: NDArray[np.float32] | None = None
     intercept: NDArray[np.float32] | None = None
@@ -96,17 +97,26 @@ class Tagger:
 
     heads: tuple[FacetHead, ...]
 
-    def predict(self, vectors: NDArray[np.float32]) -> tuple[list[list[TagAssignment]], NDArray[np.float32]]:
-        """(n, dims) unit vectors -> tags per item, and per item the smallest margin over its facets."""
+    def predict(
+        self, vectors: NDArray[np.float32], kinds: list[str] | None = None
+    ) -> tuple[list[list[TagAssignment]], NDArray[np.float32]]:
+        """(n, dims) unit vectors -> tags per item, and per item the smallest margin over its facets.
+
+        Args:
+            kinds: each item's kind (content or feedback); a facet only tags the kinds it applies to.
+        """
         tags: list[list[TagAssignment]] = [[] for _ in range(len(vectors))]
         margins = np.full(len(vectors), np.inf, dtype=np.float32)
-        if len(vectors) == 0:
-            return tags, margins
         for head in self.heads:
-            assigned, margin = head.assign(head.scores(vectors))
-            for i, found in enumerate(assigned):
+            rows = np.arange(len(vectors))
+            if kinds is not None:
+                rows = np.flatnonzero([kind in head.applies_to for kind in kinds])
+            if len(rows) == 0:
+                continue
+            assigned, margin = head.assign(head.scores(vectors[rows]))
+            for i, found in zip(rows, assigned, strict=True):
                 tags[i].extend(found)
-            margins = np.minimum(margins, margin)
+            margins[rows] = np.minimum(margins[rows], margin)
         return tags, margins
 
     @property
@@ -120,7 +130,7 @@ def _softmax(logits: NDArray[np.float32]) -> NDArray[np.float32]:
 
 
 def _sigmoid(logits: NDArray[np.float32]) -> NDArray[np.float32]:
-    return 1.0 / (1.0 + np.exp(-np.clip(logits, -50, 50)))
+    return (1.0 / (1.0 + np.exp(-np.clip(logits, -50, 50)))).astype(np.float32)
 
 
 _ARRAYS = ("thresholds", "prototypes", "coef", "intercept", "exemplars", "exemplar_tags")
@@ -128,7 +138,16 @@ _ARRAYS = ("thresholds", "prototypes", "coef", "intercept", "exemplars", "exempl
 
 def dump_tagger(tagger: Tagger) -> bytes:
     """Serialize to a numpy archive (no pickle: loading it can never execute code)."""
-    meta = [{"facet": h.facet, "multi_label": h.multi_label, "kind": h.kind, "tags": list(h.tags)} for h in tagger.heads]
+    meta = [
+        {
+            "facet": h.facet,
+            "multi_label": h.multi_label,
+            "kind": h.kind,
+            "tags": list(h.tags),
+            "applies_to": h.applies_to,
+        }
+        for h in tagger.heads
+    ]
     arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
     for i, head in enumerate(tagger.heads):
         for name in _ARRAYS:
@@ -153,6 +172,7 @@ def load_tagger(blob: bytes) -> Tagger:
                     multi_label=head["multi_label"],
                     kind=head["kind"],
                     tags=tuple(head["tags"]),
+                    applies_to=tuple(head["applies_to"]),
                     **arrays,
                 )
             )

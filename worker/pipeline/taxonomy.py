@@ -5,14 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from worker.errors import TaxonomyError
 
-TagName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128, pattern=r"^[^\x00-\x1f]+$")]
+TagName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128, pattern=r"^[^\x00-\x1f]+$")
+]
 DEFAULT_TAXONOMY = Path(__file__).resolve().parent.parent / "data" / "taxonomy.yaml"
 
 
@@ -34,6 +36,7 @@ class FacetSpec(BaseModel):
     name: TagName
     multi_label: bool = False
     description: str = Field(default="", max_length=2000)
+    applies_to: tuple[Literal["content", "feedback"], ...] = Field(default=("content", "feedback"), min_length=1)
     tags: tuple[TagSpec, ...] = Field(min_length=1)
 
 

@@ -81,14 +81,14 @@ def vector_literals(vectors: Sequence[np.ndarray] | np.ndarray) -> list[str]:
 _UPSERT_ITEMS = _upsert_items_statement()
 
 
-def upsert_items(session: Session, rows: Sequence[ItemRow], model_version_id: int) -> int:
+def upsert_items(session: Session, rows: Sequence[ItemRow], model_version_id: int) -> dict[uuid.UUID, int]:
     """Insert items and their vectors; an event newer than the stored item for its producer id replaces it.
 
     Returns:
-        How many items were inserted or replaced (an older event for a known id changes nothing).
+        Event id -> item id of the items inserted or replaced (an older event for a known id changes nothing).
     """
     if not rows:
-        return 0
+        return {}
     connection = session.connection()
     written = {
         event_id: item_id for item_id, event_id in connection.execute(_UPSERT_ITEMS, [row.values for row in rows]).all()
@@ -105,7 +105,7 @@ def upsert_items(session: Session, rows: Sequence[ItemRow], model_version_id: in
                 "chunks_used": [row.chunks_used for row in kept],
             },
         )
-    return len(written)
+    return written
 
 
 def item_ids_by_ref(session: Session, refs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
@@ -116,9 +116,3 @@ def item_ids_by_ref(session: Session, refs: Sequence[tuple[str, str]]) -> dict[t
         select(Item.kind, Item.external_id, Item.id).where(tuple_(Item.kind, Item.external_id).in_(list(refs)))
     )
     return {(kind, external_id): item_id for kind, external_id, item_id in rows}
-
-
-def insert_corrections(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Store tag corrections; a redelivered one (same event id) is ignored."""
-    if rows:
-        session.execute(insert(TagCorrection).values(list(rows)).on_conflict_do_nothing(index_elements=["event_id"]))

@@ -1,0 +1,66 @@
+"""What a human tag correction changes, decided before anything is written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from worker.errors import CorrectionError
+
+
+@dataclass(frozen=True)
+class TagInfo:
+    facet: str
+    multi_label: bool
+
+
+@dataclass(frozen=True)
+class CorrectionPlan:
+    """Tags to set as human, tags to take off, and the human labels to record (tag -> present)."""
+
+    add: tuple[str, ...]
+    take_off: tuple[str, ...]
+    labels: dict[str, bool]
+    before: tuple[str, ...]
+    after: tuple[str, ...]
+
+
+def plan_correction(
+    *, current: set[str], added: list[str], removed: list[str], tags: dict[str, TagInfo]
+) -> CorrectionPlan:
+    """Check a correction against the taxonomy and the item's current tags.
+
+    Adding a tag of a single-label facet takes the facet's other tags off the item and records them as absent.
+
+    Raises:
+        CorrectionError: unknown tags, a tag both added and removed, two tags added to one single-label facet,
+            or nothing to do.
+    """
+    if not added and not removed:
+        raise CorrectionError("a correction must add or remove at least one tag")
+    unknown = sorted({t for t in [*added, *removed] if t not in tags})
+    if unknown:
+        raise CorrectionError(f"unknown tag(s) {', '.join(unknown)}; `tagworker tags list` shows the taxonomy")
+    both = sorted(set(added) & set(removed))
+    if both:
+        raise CorrectionError(f"tag(s) {', '.join(both)} both added and removed")
+    seen: dict[str, str] = {}
+    for tag in added:
+        info = tags[tag]
+        if not info.multi_label and seen.setdefault(info.facet, tag) != tag:
+            raise CorrectionError(f"{seen[info.facet]} and {tag} are both in single-label facet {info.facet}")
+    displaced = {
+        other
+        for tag in added
+        if not tags[tag].multi_label
+        for other in current
+        if other != tag and other in tags and tags[other].facet == tags[tag].facet
+    }
+    labels = {t: True for t in added} | {t: False for t in [*removed, *displaced]}
+    after = (current - set(removed) - displaced) | set(added)
+    return CorrectionPlan(
+        add=tuple(dict.fromkeys(added)),
+        take_off=tuple(sorted((set(removed) | displaced) & current)),
+        labels=labels,
+        before=tuple(sorted(current)),
+        after=tuple(sorted(after)),
+    )

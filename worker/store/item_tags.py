@@ -1,0 +1,162 @@
+"""The tags items carry: model assignments (never over a human decision) and human corrections."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from models import Item, ItemLabel, ItemTag, Tag, TagCorrection
+from worker.pipeline.corrections import TagInfo, plan_correction
+
+
+@dataclass(frozen=True)
+class ModelTag:
+    item_id: int
+    tag_id: int
+    score: float
+    head: str
+
+
+# Model tags go in only where no person decided about that tag, nor chose another tag of a single-label facet.
+_INSERT_MODEL_TAGS = text(
+    """
+    INSERT INTO item_tags (item_id, tag_id, score, source, head, tagger_id, model_version_id)
+    SELECT t.item_id, t.tag_id, t.score, 'model', t.head, :tagger_id, :model_version_id
+    FROM unnest(CAST(:item_ids AS bigint[]), CAST(:tag_ids AS integer[]), CAST(:scores AS float8[]),
+                CAST(:heads AS text[])) AS t(item_id, tag_id, score, head)
+    JOIN tags tt ON tt.id = t.tag_id
+    WHERE NOT EXISTS (SELECT 1 FROM item_labels l WHERE l.item_id = t.item_id AND l.tag_id = t.tag_id)
+      AND (tt.multi_label OR NOT EXISTS (
+            SELECT 1 FROM item_labels l JOIN tags lt ON lt.id = l.tag_id
+            WHERE l.item_id = t.item_id AND l.present AND lt.facet = tt.facet))
+    ON CONFLICT (item_id, tag_id) DO NOTHING
+    """
+)
+
+_UPSERT_TAGGING = text(
+    """
+    INSERT INTO item_tagging (item_id, tagger_id, margin, tagged_at)
+    SELECT t.item_id, :tagger_id, t.margin, now()
+    FROM unnest(CAST(:item_ids AS bigint[]), CAST(:margins AS float8[])) AS t(item_id, margin)
+    ON CONFLICT (item_id) DO UPDATE SET tagger_id = excluded.tagger_id, margin = excluded.margin, tagged_at = now()
+    """
+)
+
+
+def replace_model_tags(
+    session: Session,
+    *,
+    item_ids: Sequence[int],
+    margins: Sequence[float | None],
+    tags: Sequence[ModelTag],
+    tagger_id: int,
+    model_version_id: int,
+) -> None:
+    """Set the model's tags of these items (human tags untouched) and their review margins."""
+    if not item_ids:
+        return
+    connection = session.connection()
+    connection.execute(delete(ItemTag).where(ItemTag.item_id.in_(item_ids), ItemTag.source == "model"))
+    if tags:
+        connection.execute(
+            _INSERT_MODEL_TAGS,
+            {
+                "tagger_id": tagger_id,
+                "model_version_id": model_version_id,
+                "item_ids": [t.item_id for t in tags],
+                "tag_ids": [t.tag_id for t in tags],
+                "scores": [t.score for t in tags],
+                "heads": [t.head for t in tags],
+            },
+        )
+    connection.execute(_UPSERT_TAGGING, {"tagger_id": tagger_id, "item_ids": list(item_ids), "margins": list(margins)})
+
+
+def tag_infos(session: Session) -> dict[str, tuple[int, TagInfo]]:
+    """Current (not retired) tags: name -> (id, facet info)."""
+    rows = session.execute(select(Tag.name, Tag.id, Tag.facet, Tag.multi_label).where(Tag.retired_at.is_(None)))
+    return {r.name: (r.id, TagInfo(r.facet, r.multi_label)) for r in rows}
+
+
+def item_tag_names(session: Session, item_id: int) -> set[str]:
+    rows = session.scalars(select(Tag.name).join(ItemTag, ItemTag.tag_id == Tag.id).where(ItemTag.item_id == item_id))
+    return set(rows)
+
+
+def apply_correction(
+    session: Session,
+    *,
+    event_id: uuid.UUID,
+    item_id: int,
+    added: list[str],
+    removed: list[str],
+    actor: str,
+    corrected_at: datetime,
+) -> tuple[list[str], list[str]] | None:
+    """Record a person's correction and make it the item's tags at once.
+
+    Returns:
+        Tags before and after, or None when this event was applied before (a redelivery).
+
+    Raises:
+        CorrectionError: see `plan_correction`; nothing is written then.
+    """
+    infos = tag_infos(session)
+    # Lock the item's tags so two corrections of one item apply one after the other.
+    session.execute(select(Item.id).where(Item.id == item_id).with_for_update())
+    plan = plan_correction(
+        current=item_tag_names(session, item_id),
+        added=added,
+        removed=removed,
+        tags={n: i for n, (_, i) in infos.items()},
+    )
+    correction_id = session.scalar(
+        insert(TagCorrection)
+        .values(event_id=event_id, item_id=item_id, added=added, removed=removed, actor=actor,
+                corrected_at=corrected_at, tags_before=list(plan.before), tags_after=list(plan.after),
+                applied_at=text("now()"))
+        .on_conflict_do_nothing(index_elements=["event_id"])
+        .returning(TagCorrection.id)
+    )  # fmt: skip
+    if correction_id is None:
+        return None
+    ids = {name: infos[name][0] for name in plan.labels}
+    labels = [
+        {"item_id": item_id, "tag_id": ids[name], "present": present, "actor": actor,
+         "correction_id": correction_id, "decided_at": corrected_at}
+        for name, present in plan.labels.items()
+    ]  # fmt: skip
+    statement = insert(ItemLabel).values(labels)
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["item_id", "tag_id"],
+            set_={c: statement.excluded[c] for c in ("present", "actor", "correction_id", "decided_at")},
+        )
+    )
+    off = [ids[name] for name in plan.take_off]
+    if off:
+        session.execute(delete(ItemTag).where(ItemTag.item_id == item_id, ItemTag.tag_id.in_(off)))
+    if plan.add:
+        human = insert(ItemTag).values(
+            [{"item_id": item_id, "tag_id": ids[n], "score": 1.0, "source": "human", "head": "human"} for n in plan.add]
+        )
+        session.execute(
+            human.on_conflict_do_update(
+                index_elements=["item_id", "tag_id"],
+                set_={
+                    "score": 1.0,
+                    "source": "human",
+                    "head": "human",
+                    "tagger_id": None,
+                    "model_version_id": None,
+                    "tagged_at": text("now()"),
+                },
+            )
+        )
+    return list(plan.before), list(plan.after)

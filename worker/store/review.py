@@ -1,0 +1,66 @@
+"""Reads for people: an item's tags, the review queue, tag counts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    item_id: int
+    kind: str
+    external_id: str
+    text: str
+    margin: float | None
+    tags: list[str]
+
+
+def review_queue(session: Session, n: int) -> list[ReviewItem]:
+    """Items no person has labelled, closest to a tag threshold first (a correction there teaches the most)."""
+    rows = session.execute(
+        text(
+            """
+            SELECT i.id, i.kind, i.external_id, i.text, t.margin,
+                   coalesce((SELECT array_agg(g.name || ':' || round(it.score::numeric, 2) ORDER BY it.score DESC)
+                             FROM item_tags it JOIN tags g ON g.id = it.tag_id WHERE it.item_id = i.id), '{}') AS tags
+            FROM item_tagging t JOIN items i ON i.id = t.item_id
+            WHERE t.margin IS NOT NULL AND NOT EXISTS (SELECT 1 FROM item_labels l WHERE l.item_id = i.id)
+            ORDER BY t.margin ASC, i.id
+            LIMIT :n
+            """
+        ),
+        {"n": n},
+    )
+    return [ReviewItem(r.id, r.kind, r.external_id, r.text, r.margin, list(r.tags)) for r in rows]
+
+
+def tags_of_item(session: Session, item_id: int) -> list[dict[str, object]]:
+    rows = session.execute(
+        text(
+            """
+            SELECT g.name AS tag, g.facet, it.score, it.source, it.head
+            FROM item_tags it JOIN tags g ON g.id = it.tag_id WHERE it.item_id = :i ORDER BY g.facet, it.score DESC
+            """
+        ),
+        {"i": item_id},
+    )
+    return [dict(r._mapping) for r in rows]
+
+
+def tag_usage(session: Session) -> list[dict[str, object]]:
+    """Every tag with how many items carry it, by source."""
+    rows = session.execute(
+        text(
+            """
+            SELECT g.facet, g.name AS tag, g.multi_label, g.retired_at IS NOT NULL AS retired,
+                   count(it.item_id) FILTER (WHERE it.source = 'model') AS model_items,
+                   count(it.item_id) FILTER (WHERE it.source = 'human') AS human_items
+            FROM tags g LEFT JOIN item_tags it ON it.tag_id = g.id
+            GROUP BY g.id ORDER BY g.retired_at IS NOT NULL, g.facet, g.name
+            """
+        )
+    )
+    return [dict(r._mapping) for r in rows]
