@@ -87,18 +87,21 @@ class Searcher:
         check_k(k)
         if kind not in (None, "content", "feedback"):
             raise SearchError(f"kind must be content or feedback, got {kind!r}")
-        if tag is not None:
-            raise SearchError(f"unknown tag {tag!r}: no taxonomy is loaded yet")
         vector, version_id, dims = self.embed_query(query)
         depth = max(k, 50) if hybrid else k
         with session_scope(self.engine) as session:
+            tag_id = None
+            if tag is not None:
+                tag_id = store.tag_id_by_name(session, tag)
+                if tag_id is None:
+                    raise SearchError(f"unknown tag {tag!r}: `tagworker tags list` shows the taxonomy")
             dense = store.nearest(
                 session, vector=vector, model_version_id=version_id, dims=dims, k=depth,
-                ef_search=self.ef_search, kind=kind, since=since,
+                ef_search=self.ef_search, kind=kind, since=since, tag_id=tag_id,
             )  # fmt: skip
             if not hybrid:
                 return dense
-            lexical = store.full_text(session, query=query, k=depth, kind=kind, since=since)
+            lexical = store.full_text(session, query=query, k=depth, kind=kind, since=since, tag_id=tag_id)
         by_id = {hit.item_id: hit for hit in [*lexical, *dense]}
         fused = reciprocal_rank_fusion([[h.item_id for h in dense], [h.item_id for h in lexical]])
         return [_rescored(by_id[item_id], score) for item_id, score in fused[:k]]

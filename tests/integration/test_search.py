@@ -54,6 +54,13 @@ def test_hybrid_search_returns_fused_results(searcher: Searcher, library: dict[s
     assert hits[0].external_id == library["price"]
 
 
+def test_a_tag_filter_keeps_only_items_with_that_tag(searcher: Searcher, library: dict[str, str]) -> None:
+    wait_for(lambda: bool(searcher.search("price", k=5, tag="pricing")), what="the pricing tag on an item")
+    hits = searcher.search("price increase", k=5, tag="pricing")
+    assert library["price"] in [h.external_id for h in hits]
+    assert library["spam"] not in [h.external_id for h in hits]
+
+
 def test_similar_finds_the_other_brief_and_never_the_item_itself(searcher: Searcher, library: dict[str, str]) -> None:
     hits = searcher.similar(f"content/{library['brief']}", k=3)
     assert hits[0].external_id == library["brief2"]
@@ -66,7 +73,7 @@ def test_similar_finds_the_other_brief_and_never_the_item_itself(searcher: Searc
         (lambda s: s.search("   "), "empty"),
         (lambda s: s.search("x", k=0), "between 1 and"),
         (lambda s: s.search("x", k=10**6), "between 1 and"),
-        (lambda s: s.search("x", tag="pricing"), "unknown tag"),
+        (lambda s: s.search("x", tag="no-such-tag"), "unknown tag"),
         (lambda s: s.similar("content/does-not-exist"), "unknown item"),
     ],
 )

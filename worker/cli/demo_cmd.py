@@ -109,6 +109,7 @@ def _show_results(database_url: str) -> None:
             text("SELECT status, reason FROM rejected_events ORDER BY last_seen_at DESC LIMIT 10")
         ).all()
         neighbours = session.execute(text(_NEIGHBOURS_SQL)).all()
+        tagged = session.execute(text(_TAGGED_SQL)).all()
     table = Table(title="stored items")
     for column in ("kind", "items", "embedded", "long texts (chunked)"):
         table.add_column(column)
@@ -121,6 +122,12 @@ def _show_results(database_url: str) -> None:
     for status, reason in rejected:
         table.add_row(status, reason)
     console.print(table)
+    table = Table(title="tags the worker gave (zero-shot from the default taxonomy until people correct some)")
+    for column in ("item", "text", "tags (score)"):
+        table.add_column(column, overflow="fold")
+    for ref, body, tags in tagged:
+        table.add_row(ref, body[:70], tags or "(abstained)")
+    console.print(table)
     table = Table(title="nearest feedback by embedding (cosine)")
     for column in ("feedback", "most similar other feedback", "similarity"):
         table.add_column(column, overflow="fold")
@@ -128,6 +135,15 @@ def _show_results(database_url: str) -> None:
         table.add_row(a[:70], b[:70], f"{score:.2f}")
     console.print(table)
 
+
+_TAGGED_SQL = """
+SELECT i.kind || '/' || i.external_id, coalesce(i.title, i.text),
+       (SELECT string_agg(g.name || ' ' || round(it.score::numeric, 2), ', ' ORDER BY it.score DESC)
+        FROM item_tags it JOIN tags g ON g.id = it.tag_id WHERE it.item_id = i.id)
+FROM items i
+WHERE i.external_id IN ('blog-001', 'blog-003', 'ad-004', 'fb-0003', 'fb-0030', 'fb-0045', 'fb-0060', 'fb-0074')
+ORDER BY i.kind, i.external_id
+"""
 
 _NEIGHBOURS_SQL = """
 WITH picked AS (

@@ -24,8 +24,10 @@ class Hit:
     score: float
 
 
-def _filters(kind: str | None, since: datetime | None, exclude_item: int | None) -> str:
+def _filters(kind: str | None, since: datetime | None, exclude_item: int | None, tag_id: int | None = None) -> str:
     clauses = []
+    if tag_id is not None:
+        clauses.append("EXISTS (SELECT 1 FROM item_tags it WHERE it.item_id = i.id AND it.tag_id = :tag_id)")
     if kind:
         clauses.append("i.kind = :kind")
     if since:
@@ -46,6 +48,7 @@ def nearest(
     kind: str | None = None,
     since: datetime | None = None,
     exclude_item: int | None = None,
+    tag_id: int | None = None,
 ) -> list[Hit]:
     """Top-k by cosine similarity through the version's HNSW index.
 
@@ -59,29 +62,37 @@ def nearest(
         WITH candidates AS MATERIALIZED (
             SELECT i.id, i.kind, i.external_id, i.title, i.text, i.occurred_at, {distance} AS distance
             FROM embeddings e JOIN items i ON i.id = e.item_id
-            WHERE e.model_version_id = {int(model_version_id)}{_filters(kind, since, exclude_item)}
+            WHERE e.model_version_id = {int(model_version_id)}{_filters(kind, since, exclude_item, tag_id)}
             ORDER BY {distance}
             LIMIT :k
         )
         SELECT * FROM candidates ORDER BY distance
     """
-    rows = session.execute(text(sql), {"q": vector, "k": k, "kind": kind, "since": since, "exclude_item": exclude_item})
+    rows = session.execute(
+        text(sql), {"q": vector, "k": k, "kind": kind, "since": since, "exclude_item": exclude_item, "tag_id": tag_id}
+    )
     return [Hit(r.id, r.kind, r.external_id, r.title, r.text, r.occurred_at, 1.0 - float(r.distance)) for r in rows]
 
 
 def full_text(
-    session: Session, *, query: str, k: int, kind: str | None = None, since: datetime | None = None
+    session: Session,
+    *,
+    query: str,
+    k: int,
+    kind: str | None = None,
+    since: datetime | None = None,
+    tag_id: int | None = None,
 ) -> list[Hit]:
     """Top-k by PostgreSQL full-text rank (English stemming), through the GIN index of migration 0002."""
     sql = f"""
         SELECT i.id, i.kind, i.external_id, i.title, i.text, i.occurred_at,
                ts_rank_cd({FTS_DOCUMENT}, websearch_to_tsquery('english', :query)) AS rank
         FROM items i
-        WHERE {FTS_DOCUMENT} @@ websearch_to_tsquery('english', :query){_filters(kind, since, None)}
+        WHERE {FTS_DOCUMENT} @@ websearch_to_tsquery('english', :query){_filters(kind, since, None, tag_id)}
         ORDER BY rank DESC
         LIMIT :k
     """
-    rows = session.execute(text(sql), {"query": query, "k": k, "kind": kind, "since": since})
+    rows = session.execute(text(sql), {"query": query, "k": k, "kind": kind, "since": since, "tag_id": tag_id})
     return [Hit(r.id, r.kind, r.external_id, r.title, r.text, r.occurred_at, float(r.rank)) for r in rows]
 
 
@@ -111,3 +122,7 @@ def active_version(session: Session) -> tuple[int, str, int] | None:
     """(id, name, dims) of the active model version."""
     row = session.execute(text("SELECT id, name, dims FROM model_versions WHERE status = 'active'")).first()
     return (int(row.id), str(row.name), int(row.dims)) if row else None
+
+
+def tag_id_by_name(session: Session, name: str) -> int | None:
+    return session.execute(text("SELECT id FROM tags WHERE name = :n"), {"n": name}).scalar()

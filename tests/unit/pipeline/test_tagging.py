@@ -106,9 +106,7 @@ def test_multi_label_supervised_heads_give_several_tags() -> None:
 
 
 def test_facets_only_tag_the_kinds_they_apply_to() -> None:
-    taxonomy = parse_taxonomy(
-        {"facets": [{"name": "t", "applies_to": ["feedback"], "tags": [{"name": "bug"}]}]}
-    )
+    taxonomy = parse_taxonomy({"facets": [{"name": "t", "applies_to": ["feedback"], "tags": [{"name": "bug"}]}]})
     tagger = fit_tagger(taxonomy, {"bug": axis(0)[None]}, LabelledSet.empty(DIMS))
     found, margins = tagger.predict(np.stack([axis(0), axis(0)]), ["content", "feedback"])
     assert found[0] == [] and [a.tag for a in found[1]] == ["bug"]
