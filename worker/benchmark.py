@@ -1,7 +1,8 @@
 """Pipeline throughput against stock sentence-transformers `encode`, measured in the same run.
 
-The ratio, not the absolute rate, is the result: this machine is noisy, so the stock encode runs before and
-after the pipeline and the ratio uses their mean.
+The ratio, not the absolute rate, is the result: this machine is noisy, so the stock encode runs (warm) before
+and after the pipeline and the ratio uses their mean. `cpu_ms_per_text` splits the pipeline's CPU between the
+worker's main process, its pool processes, PostgreSQL and Redis, which all share the cores stock encode has alone.
 """
 
 from __future__ import annotations
@@ -60,13 +61,39 @@ def raw_encode_rate(settings: Settings, texts: list[str]) -> float:
     model = SentenceTransformer(resolve_model_path(settings.model.name_or_path), device=device)
     if device == "cuda":
         model.half()
-    model.encode(texts[:64])  # warm-up
+    # Warm up on every text: torch builds kernels per input shape, and a cold first pass ran up to 25% slower
+    # than a second one, which flattered the pipeline.
+    model.encode(texts, normalize_embeddings=True)
     started = time.perf_counter()
     model.encode(texts, normalize_embeddings=True)
     rate = len(texts) / (time.perf_counter() - started)
     del model
     gc.collect()
     return rate
+
+
+def cpu_seconds(worker_pid: int) -> dict[str, float]:
+    """CPU seconds so far of the worker's main process, its pool processes, PostgreSQL and Redis."""
+    totals = {"worker_main": 0.0, "worker_pool": 0.0, "postgres": 0.0, "redis": 0.0}
+    try:
+        root = psutil.Process(worker_pid)
+        times = root.cpu_times()
+        totals["worker_main"] = times.user + times.system
+        for child in root.children(recursive=True):
+            times = child.cpu_times()
+            totals["worker_pool"] += times.user + times.system
+    except psutil.Error:
+        pass
+    for process in psutil.process_iter(["name"]):
+        name = process.info["name"] or ""
+        group = "postgres" if name.startswith("postgres") else "redis" if name.startswith("redis-server") else None
+        if group:
+            try:
+                times = process.cpu_times()
+                totals[group] += times.user + times.system
+            except psutil.Error:
+                continue
+    return totals
 
 
 class RssSampler(threading.Thread):
@@ -130,7 +157,9 @@ def _wait_stored(engine: Engine, prefix: str, total: int, progress: Progress, st
     progress(stage, total, total)
 
 
-def run_throughput(app: Celery, engine: Engine, texts: list[str], progress: Progress) -> float:
+def run_throughput(
+    app: Celery, engine: Engine, texts: list[str], progress: Progress, worker_pid: int
+) -> tuple[float, dict[str, float]]:
     """Texts/s from Redis to PostgreSQL: the queue is filled first, then the worker is told to consume it.
 
     Publishing is left out of the clock on purpose: producers run in other services, and on a 2-core box a
@@ -142,12 +171,15 @@ def run_throughput(app: Celery, engine: Engine, texts: list[str], progress: Prog
     progress("filling queue", 0, 1)
     _send(app, events, queue)
     progress("filling queue", 1, 1)
+    cpu_before = cpu_seconds(worker_pid)
     started = time.perf_counter()
     app.control.add_consumer(queue, reply=True, timeout=10)
     _wait_stored(engine, f"bench-{run_id}-", len(events), progress, "pipeline")
     elapsed = time.perf_counter() - started
+    cpu_after = cpu_seconds(worker_pid)
     app.control.cancel_consumer(queue, reply=True, timeout=10)
-    return len(events) / elapsed
+    per_text = {k: round(1000 * (cpu_after[k] - cpu_before[k]) / len(events), 2) for k in cpu_before}
+    return len(events) / elapsed, per_text
 
 
 def run_latency(
@@ -192,7 +224,7 @@ def bench(settings: Settings, texts: list[str], source: str, progress: Progress)
         run_latency(app, engine, texts[:64], queue, 50.0, progress)  # every pool process loads its model
         progress("stock encode (before)", 0, 1)
         before = raw_encode_rate(settings, texts)
-        piped = run_throughput(app, engine, texts, progress)
+        piped, cpu_ms = run_throughput(app, engine, texts, progress, worker.pid)
         progress("stock encode (after)", 0, 1)
         after = raw_encode_rate(settings, texts)
         raw = (before + after) / 2
@@ -214,6 +246,7 @@ def bench(settings: Settings, texts: list[str], source: str, progress: Progress)
             "latency_events": n_paced,
             "latency_rate_per_s": round(raw / 2, 1),
             "peak_worker_rss_mb": round(sampler.stop(), 1),
+            "cpu_ms_per_text": cpu_ms,
         }
     finally:
         if worker is not None:
