@@ -1,6 +1,7 @@
 """SQLAlchemy 2 typed ORM models, one module per aggregate."""
 
 from models.base import Base
+from models.clusters import Cluster, ClusterLineage, ClusterMember, ClusterRun
 from models.corrections import TagCorrection
 from models.embeddings import Embedding
 from models.items import Item
@@ -10,6 +11,10 @@ from models.tags import ItemLabel, ItemTag, ItemTagging, Tag, Tagger, TaxonomyVe
 
 __all__ = [
     "Base",
+    "Cluster",
+    "ClusterLineage",
+    "ClusterMember",
+    "ClusterRun",
     "Embedding",
     "Item",
     "ItemLabel",

@@ -36,6 +36,7 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, object]:
         "task_routes": {
             "tagworker.ingest": {"queue": settings.broker.ingest_queue},
             "tagworker.refit_tags": {"queue": settings.broker.ingest_queue},
+            "tagworker.cluster_feedback": {"queue": settings.broker.ingest_queue},
         },
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
@@ -45,6 +46,11 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, object]:
                 "task": "tagworker.refit_tags",
                 "schedule": settings.tagging.refit_interval_s,
                 "options": {"expires": settings.tagging.refit_interval_s},
+            },
+            "cluster-feedback": {
+                "task": "tagworker.cluster_feedback",
+                "schedule": settings.clustering.interval_s,
+                "options": {"expires": settings.clustering.interval_s},
             },
         },
     }

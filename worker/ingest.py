@@ -18,12 +18,14 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
+from worker.clustering import ThemeAssigner
 from worker.corrections import apply_corrections
 from worker.db import session_scope
 from worker.pipeline.batch import EmbedOutcome, Sorted, embed_isolating_failures, item_values, sort_batch
 from worker.pipeline.embed import Embedder
 from worker.pipeline.validate import Accepted, RawMessage, Rejection, parse_message, raw_text
 from worker.settings import BatchingSettings, IngestSettings
+from worker.store.clusters import set_members
 from worker.store.items import ItemRow, known_event_hashes, upsert_items
 from worker.store.rejected import record_rejections
 from worker.tagging import Prediction, TaggingService, write_tagged
@@ -69,6 +71,7 @@ class IngestService:
         limits: IngestSettings,
         batching: BatchingSettings,
         tagging: TaggingService | None = None,
+        themes: ThemeAssigner | None = None,
     ) -> None:
         self.engine = engine
         self.embedder = embedder
@@ -76,6 +79,7 @@ class IngestService:
         self.limits = limits
         self.batching = batching
         self.tagging = tagging
+        self.themes = themes
 
     def run(self, messages: list[RawMessage]) -> BatchSummary:
         """Process one batch; see the module docstring for the guarantees."""
@@ -100,7 +104,10 @@ class IngestService:
         summary.embed_seconds = round(time.perf_counter() - embed_started, 4)
         rejections = batch.rejections + outcome.failures
         prediction = self._predict(outcome)
-        written = self._with_retries(lambda s: self._write(s, batch, outcome, prediction, rejections), commit=True)
+        themes = self._themes(outcome)
+        written = self._with_retries(
+            lambda s: self._write(s, batch, outcome, prediction, themes, rejections), commit=True
+        )
         summary.stored, summary.corrections = written
         summary.duplicates = batch.duplicates
         summary.rejected = sum(r.status == "invalid" for r in rejections)
@@ -117,12 +124,25 @@ class IngestService:
             log.exception("tagging failed; items of this batch stay untagged until the next re-tag")
             return None
 
+    def _themes(self, outcome: EmbedOutcome) -> tuple[list[int], list[int | None], list[float]] | None:
+        """Themes of the batch's feedback (rows, theme ids, similarities); None before the first clustering run."""
+        if self.themes is None or outcome.embeddings is None:
+            return None
+        rows = [i for i, a in enumerate(outcome.events) if a.event.item_kind == "feedback"]  # type: ignore[union-attr]
+        try:
+            found = self.themes.assign(outcome.embeddings.vectors[rows])
+        except Exception:
+            log.exception("theme assignment failed; this batch's feedback waits for the next clustering run")
+            return None
+        return None if found is None else (rows, *found)
+
     def _write(
         self,
         session: Session,
         batch: Sorted,
         outcome: EmbedOutcome,
         prediction: Prediction | None,
+        themes: tuple[list[int], list[int | None], list[float]] | None,
         rejections: list[Rejection],
     ) -> tuple[int, int]:
         rows = []
@@ -140,6 +160,13 @@ class IngestService:
         if prediction is not None:
             item_ids = [written.get(a.event.event_id) for a in outcome.events]
             write_tagged(session, prediction.for_items(item_ids), self.model_version_id)
+        if themes is not None:
+            theme_rows, theme_ids, similarity = themes
+            kept = [(written[outcome.events[r].event.event_id], t, sim)
+                    for r, t, sim in zip(theme_rows, theme_ids, similarity, strict=True)
+                    if outcome.events[r].event.event_id in written]  # fmt: skip
+            set_members(session, item_ids=[k[0] for k in kept], cluster_ids=[k[1] for k in kept],
+                        similarity=[k[2] for k in kept], method="live", run_id=None)  # fmt: skip
         applied, unapplied = apply_corrections(session, batch.corrections)
         record_rejections(session, rejections + unapplied)
         return len(written), applied

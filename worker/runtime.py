@@ -7,6 +7,7 @@ import os
 import threading
 from dataclasses import dataclass
 
+from worker.clustering import ClusteringService, ThemeAssigner
 from worker.db import get_engine
 from worker.ingest import IngestService
 from worker.pipeline.embed import SentenceTransformerEmbedder, load_embedder, resolve_model_path
@@ -25,6 +26,7 @@ class Runtime:
     model_version_id: int
     ingest: IngestService
     tagging: TaggingService
+    clustering: ClusteringService
 
 
 _lock = threading.Lock()
@@ -54,8 +56,22 @@ def build_runtime(settings: Settings) -> Runtime:
         limits=settings.ingest,
         batching=settings.batching,
         tagging=tagging,
+        themes=ThemeAssigner(
+            engine=engine,
+            model_version_id=version_id,
+            threshold=settings.clustering.noise_similarity,
+            check_interval_s=settings.tagging.check_interval_s,
+        ),
     )
-    return Runtime(settings=settings, embedder=embedder, model_version_id=version_id, ingest=service, tagging=tagging)
+    clustering = ClusteringService(engine=engine, model_version_id=version_id, settings=settings.clustering)
+    return Runtime(
+        settings=settings,
+        embedder=embedder,
+        model_version_id=version_id,
+        ingest=service,
+        tagging=tagging,
+        clustering=clustering,
+    )
 
 
 def get_runtime() -> Runtime:

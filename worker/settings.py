@@ -83,6 +83,22 @@ class TaggingSettings(BaseModel):
     retag_chunk: int = Field(default=2000, ge=10, le=100_000)
 
 
+class ClusteringSettings(BaseModel):
+    """Feedback clustering: schedule, window, and the stages' knobs (see worker/pipeline/cluster.py)."""
+
+    interval_s: float = Field(default=3600, ge=10, le=7 * 86_400)
+    # Only feedback from the last N days; 0 means all of it.
+    window_days: int = Field(default=0, ge=0, le=36_500)
+    min_items: int = Field(default=30, ge=2, le=1_000_000)
+    dims: int = Field(default=30, ge=2, le=384)
+    smoothing_k: int = Field(default=10, ge=1, le=100)
+    min_cluster_size: int = Field(default=12, ge=2, le=10_000)
+    min_samples: int = Field(default=1, ge=1, le=1000)
+    merge_similarity: float = Field(default=0.9, ge=0, le=1)
+    noise_similarity: float = Field(default=0.3, ge=-1, le=1)
+    max_fit_items: int = Field(default=20_000, ge=100, le=1_000_000)
+
+
 class Settings(BaseSettings):
     """All tagworker settings; read them through `get_settings()`."""
 
@@ -98,6 +114,7 @@ class Settings(BaseSettings):
     batching: BatchingSettings = BatchingSettings()
     ingest: IngestSettings = IngestSettings()
     tagging: TaggingSettings = TaggingSettings()
+    clustering: ClusteringSettings = ClusteringSettings()
 
     @field_validator("log_level")
     @classmethod

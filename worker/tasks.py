@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from celery_batches import SimpleRequest
@@ -35,3 +36,9 @@ def refit_tags(force: bool = False) -> dict[str, Any]:
     fitted = tagging.fit(force=force)
     retagged = tagging.retag_pending()
     return {"fitted": fitted.tagger_id if fitted else None, "retagged": retagged}
+
+
+@app.task(name="tagworker.cluster_feedback", acks_late=True, ignore_result=True)
+def cluster_feedback() -> dict[str, Any]:
+    """Full clustering run of the feedback (beat, hourly by default); one at a time across all workers."""
+    return dataclasses.asdict(get_runtime().clustering.run())

@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from worker.cli import bench_cmd, data_cmds, eval_cmds, run_cmds, search_cmds, tag_cmds
+from worker.cli import bench_cmd, cluster_cmds, data_cmds, eval_cmds, run_cmds, search_cmds, tag_cmds
 
 app = typer.Typer(
     name="tagworker",
@@ -23,6 +23,7 @@ bench_cmd.register(app)
 search_cmds.register(app)
 eval_cmds.register(app)
 tag_cmds.register(app)
+cluster_cmds.register(app)
 
 
 def main() -> None:

@@ -55,5 +55,25 @@ def search(
     typer.echo(json.dumps(result, indent=None if as_json else 2))
 
 
+@bench_app.command()
+def clustering(
+    n: Annotated[int, typer.Option(min=10, help="Feedback vectors to cluster.")] = 100_000,
+    vectors: Annotated[Path | None, typer.Option(exists=True, help="A .npy of (n, dims) vectors instead.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print compact JSON.")] = False,
+) -> None:
+    """Seconds and peak RSS of a clustering run over N vectors (synthetic unless --vectors), and assignment cost."""
+    import numpy as np
+
+    from worker.clustering import params_from
+    from worker.evaluation.clustering import bench_clustering, synthetic_vectors
+    from worker.pipeline.cluster import unit_rows
+
+    with clean_errors():
+        data = unit_rows(np.load(vectors)) if vectors else synthetic_vectors(n)
+        result = bench_clustering(data, params_from(get_settings().clustering))
+        result["data"] = str(vectors) if vectors else "synthetic: 200 uneven themes, 384-d"
+        typer.echo(json.dumps(result, indent=None if as_json else 2))
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(bench_app, name="bench")

@@ -20,7 +20,7 @@ from worker.migrate import upgrade
 from worker.processes import start_worker, stop
 from worker.publish import read_jsonl, send_events, to_event
 from worker.queues import queue_depth
-from worker.settings import get_settings
+from worker.settings import Settings, get_settings
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 SAMPLE_FILES = (("content.jsonl", "content"), ("feedback.jsonl", "feedback"), ("invalid.jsonl", None))
@@ -44,10 +44,45 @@ def demo(timeout_s: Annotated[int, typer.Option(help="Give up after this many se
                 urls.database_url, urls.broker_url, settings.broker.ingest_queue, sent, timeout_s, worker
             )
             _show_results(urls.database_url)
+            _cluster_and_map(urls.database_url, settings)
         finally:
             stop(worker)
             if settings.embedded and not was_running:
                 embedded.stop(settings.data_dir)
+
+
+def _cluster_and_map(database_url: str, settings: Settings) -> None:
+    """Run one clustering of the sample feedback (beat would do it hourly) and draw the map."""
+    from worker.cluster_map import draw_map
+    from worker.clustering import ClusteringService
+    from worker.store.search import active_version
+
+    engine = get_engine(database_url)
+    with session_scope(engine) as session:
+        found = active_version(session)
+    if found is None:
+        return
+    with console.status("clustering the feedback"):
+        summary = ClusteringService(engine=engine, model_version_id=found[0], settings=settings.clustering).run()
+    if summary.status != "succeeded":
+        console.print(f"clustering {summary.status}: {summary.message}")
+        return
+    with session_scope(engine) as session:
+        themes = session.execute(
+            text("SELECT cluster_id, label, items, (SELECT left(text, 80) FROM items WHERE id = "
+                 "representative_item_ids[1]) FROM dashboard.clusters ORDER BY items DESC")
+        ).all()  # fmt: skip
+        out = settings.data_dir / "feedback-map.png"
+        draw_map(session, model_version_id=found[0], out=out)
+    table = Table(
+        title=f"feedback themes (HDBSCAN, {summary.seconds:.1f}s; noise {100 * (summary.noise_share or 0):.0f}%)"
+    )
+    for column in ("theme", "label (c-TF-IDF keywords)", "items", "most typical message"):
+        table.add_column(column, overflow="fold")
+    for row in themes:
+        table.add_row(str(row[0]), row[1], str(row[2]), row[3] or "")
+    console.print(table)
+    console.print(f"map of the themes: {out}")
 
 
 def _publish_samples(queue: str) -> dict[str, str | None]:

@@ -67,6 +67,26 @@ def tagging(
         typer.echo(json.dumps(result, indent=None if as_json else 2))
 
 
+@eval_app.command()
+def clustering(
+    data: Annotated[Path, typer.Option(exists=True, dir_okay=False, help='Lines {"text", "tags": [...]}.')],
+    group_by: Annotated[str | None, typer.Option(help="Field with the gold group (default: first tag).")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name or directory (default: the configured one).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print compact JSON.")] = False,
+) -> None:
+    """NMI, ARI, clusters and noise share of the worker's clustering on labelled lines (k is not given)."""
+    from worker.clustering import params_from
+    from worker.evaluation.clustering import evaluate_clustering, read_groups
+    from worker.pipeline.embed import load_embedder
+
+    with clean_errors():
+        settings = _with_model(get_settings(), model)
+        texts, groups = read_groups(data, group_by)
+        embedder = load_embedder(settings.model, cache_dir=settings.data_dir / "onnx")
+        result = evaluate_clustering(embedder, texts, groups, params_from(settings.clustering))
+        typer.echo(json.dumps(result, indent=None if as_json else 2))
+
+
 def _with_model(settings: Settings, model: str | None) -> Settings:
     if not model:
         return settings

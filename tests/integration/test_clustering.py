@@ -1,0 +1,133 @@
+"""Clustering against real PostgreSQL, Redis and a worker: runs, stable ids, live assignment, dashboard role."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import ProgrammingError
+
+from tests.integration.helpers import count_items, feedback, publish, wait_for
+from worker.clustering import ClusteringService, RunSummary
+from worker.publish import to_event
+from worker.services import ServiceUrls
+from worker.settings import ClusteringSettings
+from worker.store.dashboard import grant_dashboard
+from worker.store.search import active_version
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "feedback.jsonl"
+
+
+@pytest.fixture(scope="module")
+def sample_feedback(engine: Engine, producer, worker) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
+    events = [to_event(json.loads(line), "feedback") for line in SAMPLES.read_text(encoding="utf-8").splitlines()]
+    publish(producer, events)
+    ids = [str(e["event_id"]) for e in events]
+    wait_for(lambda: count_items(engine, ids) == len(ids), what="the sample feedback")
+    return events
+
+
+def service(engine: Engine, **overrides: object) -> ClusteringService:
+    with engine.connect() as conn:
+        version = conn.execute(text("SELECT id FROM model_versions WHERE status = 'active'")).scalar_one()
+    settings = ClusteringSettings(min_cluster_size=6, **overrides)  # type: ignore[arg-type]
+    return ClusteringService(engine=engine, model_version_id=version, settings=settings)
+
+
+def themes_of(engine: Engine, external_ids: list[str]) -> dict[str, int | None]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT i.external_id, m.cluster_id FROM items i JOIN cluster_members m ON m.item_id = i.id "
+                 "WHERE i.kind = 'feedback' AND i.external_id = ANY(:x)"),
+            {"x": external_ids},
+        )  # fmt: skip
+        return dict(rows.tuples().all())
+
+
+def test_too_few_items_is_a_clean_skipped_run(engine: Engine, sample_feedback) -> None:  # type: ignore[no-untyped-def]
+    summary = service(engine, min_items=1_000_000).run()
+    assert summary.status == "skipped" and "at least 1000000 are needed" in (summary.message or "")
+    with engine.connect() as conn:
+        status = conn.execute(text("SELECT status FROM cluster_runs WHERE id = :i"), {"i": summary.run_id}).scalar()
+    assert status == "skipped"
+
+
+def test_a_run_groups_themes_keeps_ids_and_new_feedback_is_assigned_live(
+    engine: Engine,
+    producer,
+    sample_feedback,  # type: ignore[no-untyped-def]
+) -> None:
+    first = service(engine).run()
+    assert first.status == "succeeded" and first.clusters >= 3, first
+    deliverability = [f"fb-{i:04d}" for i in range(1, 16)]
+    themes = themes_of(engine, deliverability)
+    top = max(set(themes.values()), key=list(themes.values()).count)
+    assert top is not None and list(themes.values()).count(top) >= 10, themes
+    second = service(engine).run()
+    assert second.status == "succeeded"
+    assert themes_of(engine, deliverability) == themes, "a re-run on the same data must keep theme ids"
+    with engine.connect() as conn:
+        continued = conn.execute(
+            text("SELECT count(*) FROM cluster_lineage WHERE run_id = :r AND event = 'continued'"),
+            {"r": second.run_id},
+        ).scalar_one()
+    assert continued == second.clusters
+    fresh = feedback("Our newsletters land in the spam folder at Gmail and the open rate collapsed")
+    publish(producer, [fresh])
+    wait_for(lambda: fresh["feedback_id"] in themes_of(engine, [fresh["feedback_id"]]), what="live assignment")
+    assert themes_of(engine, [fresh["feedback_id"]])[fresh["feedback_id"]] == top
+
+
+def test_two_runs_at_once_only_one_runs(engine: Engine, sample_feedback) -> None:  # type: ignore[no-untyped-def]
+    results: list[RunSummary] = []
+    threads = [threading.Thread(target=lambda: results.append(service(engine).run())) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.status for r in results) == ["skipped", "succeeded"], results
+
+
+def test_a_failed_run_leaves_the_previous_clusters(engine: Engine, sample_feedback) -> None:  # type: ignore[no-untyped-def]
+    assert service(engine).run().status == "succeeded"
+    with engine.connect() as conn:
+        before = conn.execute(text("SELECT id, label FROM clusters WHERE retired_at IS NULL ORDER BY id")).all()
+
+    class FailsAfterWriting(ClusteringService):
+        def _write(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+            super()._write(*args, **kwargs)
+            raise RuntimeError("disk full")
+
+    base = service(engine)
+    failing = FailsAfterWriting(engine=engine, model_version_id=base.model_version_id, settings=base.settings)
+    failed = failing.run()
+    assert failed.status == "failed" and "disk full" in (failed.message or "")
+    with engine.connect() as conn:
+        after = conn.execute(text("SELECT id, label FROM clusters WHERE retired_at IS NULL ORDER BY id")).all()
+    assert after == before
+
+
+def test_the_dashboard_role_reads_views_and_nothing_else(stack: ServiceUrls, engine: Engine, sample_feedback) -> None:  # type: ignore[no-untyped-def]
+    with engine.begin() as conn:
+        grant_dashboard(conn, "dash_test", "pw")
+    url = engine.url.set(username="dash_test", password="pw")
+    dash = create_engine(url)
+    with dash.connect() as conn:
+        for view in ("feedback_clusters", "clusters", "cluster_trend_daily", "tag_counts_daily", "cluster_runs"):
+            conn.execute(text(f"SELECT * FROM dashboard.{view} LIMIT 1")).all()
+    for statement in (
+        "SELECT * FROM items LIMIT 1",
+        "SELECT * FROM public.embeddings LIMIT 1",
+        "DELETE FROM dashboard.cluster_runs",
+        "CREATE TABLE dashboard.x (a int)",
+        "CREATE TABLE public.x (a int)",
+    ):
+        with dash.connect() as conn, pytest.raises(ProgrammingError, match="permission denied"):
+            conn.execute(text(statement))
+    dash.dispose()
+    with engine.connect() as conn:
+        assert active_version(conn) is not None  # type: ignore[arg-type]

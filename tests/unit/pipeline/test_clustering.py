@@ -1,0 +1,72 @@
+"""Clustering stages on synthetic vectors: themes found, noise, assignment, identity across runs, keywords."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from worker.pipeline.cluster import NOISE, ClusterParams, assign, cluster_vectors, unit_rows
+from worker.pipeline.cluster_labels import ctfidf_keywords, representatives, short_label
+from worker.pipeline.cluster_match import match_clusters
+
+
+def blobs(n_per: int, k: int, dims: int = 32, spread: float = 0.05, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = unit_rows(rng.normal(size=(k, dims)))
+    labels = np.repeat(np.arange(k), n_per)
+    return unit_rows(centres[labels] + rng.normal(scale=spread, size=(len(labels), dims))), labels
+
+
+def test_finds_the_themes_without_being_told_how_many() -> None:
+    vectors, truth = blobs(40, 5)
+    result = cluster_vectors(vectors, ClusterParams(dims=10, min_cluster_size=8))
+    assert result.n_clusters == 5
+    for theme in range(5):
+        assert len(set(result.labels[truth == theme])) == 1
+
+
+def test_far_away_items_are_noise_and_too_few_items_are_all_noise() -> None:
+    vectors, _ = blobs(40, 3)
+    outlier = unit_rows(np.random.default_rng(9).normal(size=(1, 32)))
+    result = cluster_vectors(np.vstack([vectors, outlier]), ClusterParams(dims=10, min_cluster_size=8))
+    assert result.labels[-1] == NOISE
+    assert cluster_vectors(vectors[:3], ClusterParams(min_cluster_size=8)).n_clusters == 0
+
+
+def test_assign_uses_the_threshold() -> None:
+    centroids = unit_rows(np.eye(4, dtype=np.float32))
+    result = assign(unit_rows(np.array([[1, 0.1, 0, 0], [0, 0, 0, 0.2]], dtype=np.float32) + 1e-9), centroids, 0.5)
+    assert result.labels.tolist() == [0, 3]
+    assert assign(unit_rows(np.array([[1, 1, 1, 1]], dtype=np.float32)), centroids, 0.9).labels.tolist() == [NOISE]
+
+
+def test_matching_keeps_ids_and_records_splits_merges_new_and_retired() -> None:
+    old_ids = [10, 20, 30]
+    old_centroids = unit_rows(np.eye(3, 8, dtype=np.float32))
+    # Items of theme 10 stay together; theme 20 splits in two; theme 30 disappears; one new theme appears.
+    old_labels: list[int | None] = [10] * 6 + [20] * 6 + [30] * 4 + [None] * 5
+    new_labels = np.array([0] * 6 + [1] * 3 + [2] * 3 + [NOISE] * 4 + [3] * 5)
+    new_centroids = unit_rows(np.eye(4, 8, dtype=np.float32))
+    match = match_clusters(new_labels=new_labels, old_labels=old_labels, new_centroids=new_centroids,
+                           old_ids=old_ids, old_centroids=old_centroids)  # fmt: skip
+    assert match.keeps[0] == 10
+    assert sorted(map(str, match.keeps[1:3])) == ["20", "None"]  # one half of the split keeps the id
+    assert match.keeps[3] is None
+    events = {(j, e) for j, e, _ in match.events}
+    assert (3, "new") in events
+    assert any(e == "split" for _, e, _ in match.events)
+    assert [old for old, _ in match.retired] == [30]
+
+
+def test_ctfidf_keywords_prefer_words_distinctive_of_a_cluster() -> None:
+    texts = ["emails land in spam", "spam folder again", "refund my invoice", "invoice charged twice"]
+    keywords = ctfidf_keywords(texts, np.array([0, 0, 1, 1]), 2)
+    assert keywords[0][0] == "spam" and keywords[1][0] == "invoice"
+    assert short_label(["invoice", "invoice charged", "refund", "twice"], "x") == "invoice / refund / twice"
+    assert short_label([], "theme 3") == "theme 3"
+
+
+def test_representatives_are_closest_to_the_centre() -> None:
+    vectors, truth = blobs(10, 2)
+    centroids = unit_rows(np.stack([vectors[truth == c].mean(axis=0) for c in range(2)]))
+    reps = representatives(vectors, truth, centroids, per_cluster=3)
+    assert all(truth[r] == c for c in range(2) for r in reps[c]) and len(reps[0]) == 3

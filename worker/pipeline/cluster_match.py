@@ -1,0 +1,71 @@
+"""Keep theme ids across runs: match a run's clusters to the previous ones by shared members and centroids."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+CONTINUE_OVERLAP = 0.5  # share of a new cluster's items that were in one old cluster
+CONTINUE_SIMILARITY = 0.9  # centroid similarity that counts as the same theme when members changed
+MERGE_OVERLAP = 0.3  # share of an old cluster's items that moved into one new cluster
+
+
+@dataclass(frozen=True)
+class Match:
+    """For each new cluster index: the old id it keeps (or None for a new theme), and lineage events."""
+
+    keeps: list[int | None]
+    events: list[tuple[int, str, list[int]]] = field(default_factory=list)  # (new index, event, old ids)
+    retired: list[tuple[int, list[int]]] = field(default_factory=list)  # (old id, new indexes it went to)
+
+
+def match_clusters(
+    *,
+    new_labels: NDArray[np.int64],
+    old_labels: list[int | None],
+    new_centroids: NDArray[np.float32],
+    old_ids: list[int],
+    old_centroids: NDArray[np.float32],
+) -> Match:
+    """Args: new_labels (n,) cluster index or -1; old_labels (n,) each item's previous cluster id or None."""
+    k = len(new_centroids)
+    overlap: dict[tuple[int, int], int] = {}
+    old_sizes: dict[int, int] = {}
+    for new, old in zip(new_labels.tolist(), old_labels, strict=True):
+        if old is not None:
+            old_sizes[old] = old_sizes.get(old, 0) + 1
+            if new >= 0:
+                overlap[(new, old)] = overlap.get((new, old), 0) + 1
+    new_sizes = np.bincount(new_labels[new_labels >= 0], minlength=k)
+    similarity = new_centroids @ old_centroids.T if len(old_ids) and k else np.zeros((k, len(old_ids)))
+    claims: dict[int, list[tuple[float, int]]] = {}
+    for j in range(k):
+        candidates = [(count / max(new_sizes[j], 1), old) for (new, old), count in overlap.items() if new == j]
+        best = max(candidates, default=None)
+        if best is not None and best[0] >= CONTINUE_OVERLAP:
+            claims.setdefault(best[1], []).append((best[0], j))
+        elif len(old_ids) and similarity[j].max() >= CONTINUE_SIMILARITY:
+            claims.setdefault(old_ids[int(similarity[j].argmax())], []).append((float(similarity[j].max()), j))
+    keeps: list[int | None] = [None] * k
+    events: list[tuple[int, str, list[int]]] = []
+    for old, claimants in claims.items():
+        claimants.sort(reverse=True)
+        keeps[claimants[0][1]] = old
+        for _, j in claimants[1:]:
+            events.append((j, "split", [old]))
+    for j in range(k):
+        merged_from = [
+            old for (new, old), count in overlap.items()
+            if new == j and old != keeps[j] and count >= MERGE_OVERLAP * old_sizes[old] and old not in claims
+        ]  # fmt: skip
+        if merged_from:
+            events.append((j, "merged", sorted(merged_from)))
+        if keeps[j] is not None:
+            events.append((j, "continued", [keeps[j]]))  # type: ignore[list-item]
+        elif not any(e[0] == j for e in events):
+            events.append((j, "new", []))
+    kept = {old for old in keeps if old is not None}
+    retired = [(old, sorted({new for (new, o) in overlap if o == old})) for old in old_ids if old not in kept]
+    return Match(keeps, events, retired)

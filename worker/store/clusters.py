@@ -1,0 +1,143 @@
+"""Clusters in PostgreSQL: runs, the feedback to cluster, the current themes, writing a run's outcome."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from sqlalchemy import insert, select, text, update
+from sqlalchemy.orm import Session
+
+from models import Cluster, ClusterLineage, ClusterMember, ClusterRun, Embedding, Item
+
+CLUSTER_LOCK = 7160404  # advisory lock key: one clustering run at a time
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """Feedback to cluster: item ids, texts, (n, dims) vectors and each item's current cluster id."""
+
+    item_ids: list[int]
+    texts: list[str]
+    vectors: NDArray[np.float32]
+    current: list[int | None]
+
+
+@dataclass(frozen=True)
+class Themes:
+    """The active clusters of a model version: ids and (k, dims) centroids."""
+
+    ids: list[int]
+    centroids: NDArray[np.float32]
+
+
+def start_run(session: Session, *, model_version_id: int, params: dict[str, Any]) -> int:
+    run = ClusterRun(status="running", model_version_id=model_version_id, params=params)
+    session.add(run)
+    session.flush()
+    return run.id
+
+
+def finish_run(session: Session, run_id: int, *, status: str, seconds: float, **values: Any) -> None:
+    session.execute(
+        update(ClusterRun)
+        .where(ClusterRun.id == run_id)
+        .values(status=status, seconds=round(seconds, 3), finished_at=datetime.now(UTC), **values)
+    )
+
+
+def load_feedback(session: Session, *, model_version_id: int, window_days: int) -> Feedback:
+    query = (
+        select(Item.id, Item.text, Embedding.vector, ClusterMember.cluster_id)
+        .join(Embedding, Embedding.item_id == Item.id)
+        .outerjoin(ClusterMember, ClusterMember.item_id == Item.id)
+        .where(Item.kind == "feedback", Embedding.model_version_id == model_version_id)
+        .order_by(Item.id)
+    )
+    if window_days:
+        query = query.where(Item.occurred_at >= datetime.now(UTC) - timedelta(days=window_days))
+    rows = session.execute(query).all()
+    vectors = np.stack([np.asarray(r.vector, dtype=np.float32) for r in rows]) if rows else np.zeros((0, 1), np.float32)
+    return Feedback([r.id for r in rows], [r.text for r in rows], vectors, [r.cluster_id for r in rows])
+
+
+def active_themes(session: Session, model_version_id: int) -> Themes:
+    rows = session.execute(
+        select(Cluster.id, Cluster.centroid)
+        .where(Cluster.retired_at.is_(None), Cluster.model_version_id == model_version_id)
+        .order_by(Cluster.id)
+    ).all()
+    if not rows:
+        return Themes([], np.zeros((0, 1), np.float32))
+    return Themes([r.id for r in rows], np.stack([np.asarray(r.centroid, dtype=np.float32) for r in rows]))
+
+
+def save_cluster(session: Session, *, cluster_id: int | None, run_id: int, model_version_id: int,
+                 values: dict[str, Any]) -> int:  # fmt: skip
+    """Update a continuing theme or insert a new one; returns its id."""
+    values = {**values, "centroid": np.asarray(values["centroid"], dtype=np.float32), "last_run_id": run_id}
+    if cluster_id is not None:
+        session.execute(update(Cluster).where(Cluster.id == cluster_id).values(retired_at=None, **values))
+        return cluster_id
+    new_id = session.scalar(
+        insert(Cluster).values(model_version_id=model_version_id, first_run_id=run_id, **values).returning(Cluster.id)
+    )
+    assert new_id is not None
+    return new_id
+
+
+def retire(session: Session, cluster_ids: Sequence[int]) -> None:
+    if cluster_ids:
+        session.execute(update(Cluster).where(Cluster.id.in_(cluster_ids)).values(retired_at=datetime.now(UTC)))
+
+
+_UPSERT_MEMBERS = text(
+    """
+    INSERT INTO cluster_members (item_id, cluster_id, similarity, method, run_id, assigned_at)
+    SELECT t.item_id, t.cluster_id, t.similarity, :method, :run_id, now()
+    FROM unnest(CAST(:item_ids AS bigint[]), CAST(:cluster_ids AS integer[]), CAST(:similarity AS float8[]))
+         AS t(item_id, cluster_id, similarity)
+    ON CONFLICT (item_id) DO UPDATE SET cluster_id = excluded.cluster_id, similarity = excluded.similarity,
+        method = excluded.method, run_id = excluded.run_id, assigned_at = now()
+    """
+)
+
+
+def set_members(
+    session: Session,
+    *,
+    item_ids: Sequence[int],
+    cluster_ids: Sequence[int | None],
+    similarity: Sequence[float],
+    method: str,
+    run_id: int | None,
+) -> None:
+    """Each item's theme (None = noise), replacing what it had."""
+    if item_ids:
+        session.execute(
+            _UPSERT_MEMBERS,
+            {"item_ids": list(item_ids), "cluster_ids": list(cluster_ids), "similarity": [float(s) for s in similarity],
+             "method": method, "run_id": run_id},
+        )  # fmt: skip
+
+
+def record_lineage(session: Session, run_id: int, rows: Sequence[tuple[int, str, list[int]]]) -> None:
+    if rows:
+        session.execute(
+            insert(ClusterLineage),
+            [{"run_id": run_id, "cluster_id": c, "event": e, "related_cluster_ids": r} for c, e, r in rows],
+        )
+
+
+def release_members_of(session: Session, cluster_ids: Sequence[int]) -> None:
+    """Items of retired themes outside the run's window become noise rather than point at a retired theme."""
+    if cluster_ids:
+        session.execute(update(ClusterMember).where(ClusterMember.cluster_id.in_(cluster_ids)).values(cluster_id=None))
+
+
+def try_lock(session: Session) -> bool:
+    return bool(session.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": CLUSTER_LOCK}))

@@ -1,0 +1,47 @@
+"""A read-only role for dashboards: SELECT on the `dashboard` views, nothing else."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy import Connection
+
+from worker.errors import ConfigurationError
+
+ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def grant_dashboard(connection: Connection, role: str, password: str | None) -> None:
+    """Create ROLE if needed (LOGIN when a password is given) and let it read the dashboard views only.
+
+    The views run with their owner's rights, so the role needs no grant on any table; new views in the schema
+    are granted too (default privileges).
+    """
+    if not ROLE_NAME.match(role):
+        raise ConfigurationError(f"role name {role!r}: use lower-case letters, digits and _ (max 63)")
+    raw = connection.connection.dbapi_connection
+    assert raw is not None
+    from psycopg2 import sql
+
+    ident = sql.Identifier(role)
+    cursor: Any = raw.cursor()
+    try:
+        cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+        if cursor.fetchone() is None:
+            cursor.execute(sql.SQL("CREATE ROLE {} NOINHERIT").format(ident))
+        if password is not None:
+            cursor.execute(sql.SQL("ALTER ROLE {} LOGIN PASSWORD %s").format(ident), (password,))
+        cursor.execute("SELECT current_database()")
+        database = sql.Identifier(cursor.fetchone()[0])
+        for statement in (
+            "GRANT CONNECT ON DATABASE {db} TO {role}",
+            "REVOKE ALL ON SCHEMA public FROM {role}",
+            "REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}",
+            "GRANT USAGE ON SCHEMA dashboard TO {role}",
+            "GRANT SELECT ON ALL TABLES IN SCHEMA dashboard TO {role}",
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA dashboard GRANT SELECT ON TABLES TO {role}",
+        ):
+            cursor.execute(sql.SQL(statement).format(db=database, role=ident))
+    finally:
+        cursor.close()
