@@ -39,8 +39,6 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, object]:
             "tagworker.cluster_feedback": {"queue": settings.broker.ingest_queue},
         },
         "worker_hijack_root_logger": False,
-        # Records undecodable (e.g. pickle) messages in rejected_events instead of only logging them.
-        "worker_consumer": "worker.refused:RecordingConsumer",
         "worker_send_task_events": False,
         "beat_schedule": {
             # Cheap when nothing changed (two queries); expires so that a backlog never stacks refits up.
@@ -61,7 +59,7 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, object]:
 def create_app(settings: Settings | None = None) -> Celery:
     """A configured app; the broker URL comes from settings or the running embedded Redis."""
     settings = settings or get_settings()
-    app = Celery("tagworker", include=["worker.tasks", "worker.refused"])
+    app = Celery("tagworker", include=["worker.tasks"])
     app.conf.update(celery_config(settings, resolve(settings).broker_url))
     return app
 
