@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 from schemas import TagCorrected
 from worker.errors import CorrectionError
 from worker.pipeline.validate import Accepted, Rejection, raw_text
-from worker.store.item_tags import apply_correction
+from worker.store.item_tags import apply_correction, tag_infos
 from worker.store.items import item_ids_by_ref
 
 
@@ -21,6 +21,7 @@ def apply_corrections(session: Session, accepted: list[Accepted]) -> tuple[int, 
         ((a, a.event) for a in accepted if isinstance(a.event, TagCorrected)), key=lambda pair: pair[1].corrected_at
     )
     ids = item_ids_by_ref(session, [(e.item.kind, e.item.external_id) for _, e in events])
+    infos = tag_infos(session) if events else {}
     applied, rejected = 0, []
     for a, event in events:
         item_id = ids.get((event.item.kind, event.item.external_id))
@@ -29,7 +30,7 @@ def apply_corrections(session: Session, accepted: list[Accepted]) -> tuple[int, 
                 raise CorrectionError(f"tag correction names unknown item {event.item.kind}/{event.item.external_id}")
             result = apply_correction(
                 session, event_id=event.event_id, item_id=item_id, added=list(event.added),
-                removed=list(event.removed), actor=event.actor, corrected_at=event.corrected_at,
+                removed=list(event.removed), actor=event.actor, corrected_at=event.corrected_at, infos=infos,
             )  # fmt: skip
             applied += result is not None
         except CorrectionError as exc:

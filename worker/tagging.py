@@ -17,8 +17,7 @@ from models import Tagger as TaggerRow
 from worker.db import session_scope
 from worker.pipeline.embed import Embedder
 from worker.pipeline.tag import TagAssignment
-from worker.pipeline.tag_fit import FitParams, fit_tagger
-from worker.pipeline.taxonomy import Taxonomy, prototype_texts
+from worker.pipeline.tag_fit import FitParams, fit_tagger, tag_text_vectors
 from worker.settings import TaggingSettings
 from worker.store.item_tags import ModelTag, replace_model_tags
 from worker.store.tags import (
@@ -140,7 +139,7 @@ class TaggingService:
             params = FitParams(
                 min_examples=self.settings.min_examples, zero_shot_threshold=self.settings.zero_shot_threshold
             )
-            tagger = fit_tagger(taxonomy, self.tag_vectors(taxonomy), labelled, params)
+            tagger = fit_tagger(taxonomy, tag_text_vectors(self.embedder, taxonomy), labelled, params)
             seconds = round(time.perf_counter() - started, 3)
             tagger_id = save_tagger(
                 session, tagger, taxonomy_version_id=taxonomy_id, model_version_id=self.model_version_id,
@@ -152,14 +151,6 @@ class TaggingService:
             "fitted tagger %d: %s from %d labelled items in %.2fs", tagger_id, tagger.kinds, len(labelled.tags), seconds
         )
         return FitSummary(tagger_id, dict(tagger.kinds), len(labelled.tags), seconds)
-
-    def tag_vectors(self, taxonomy: Taxonomy) -> dict[str, NDArray[np.float32]]:
-        """Per tag, the vectors of its name, description and examples."""
-        return {
-            tag.name: self.embedder.embed(prototype_texts(tag)).vectors
-            for facet in taxonomy.facets
-            for tag in facet.tags
-        }
 
     def retag_pending(self) -> int:
         """Re-tag every item of this model version with the newest tagger if that was not done yet."""

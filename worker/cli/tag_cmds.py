@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from sqlalchemy.orm import Session
 
 from worker.cli.common import clean_errors, console, settings_and_urls
 from worker.db import get_engine, session_scope
@@ -65,14 +66,11 @@ def correct(
 ) -> None:
     """Set an item's tags by hand: takes effect at once, and the model never overwrites it."""
     from worker.store.item_tags import apply_correction
-    from worker.store.search import find_item
 
     with clean_errors():
         _, urls = settings_and_urls(start_embedded=False)
         with session_scope(get_engine(urls.database_url)) as session:
-            item_id = find_item(session, item)
-            if item_id is None:
-                raise CorrectionError(f"no single item matches {item!r}; use kind/external_id")
+            item_id = _item_id(session, item)
             result = apply_correction(
                 session, event_id=uuid.uuid4(), item_id=item_id, added=add or [], removed=remove or [],
                 actor=actor, corrected_at=datetime.now(UTC),
@@ -90,15 +88,11 @@ def show(
 ) -> None:
     """An item's tags with score, source (model or human) and head."""
     from worker.store.review import tags_of_item
-    from worker.store.search import find_item
 
     with clean_errors():
         _, urls = settings_and_urls(start_embedded=False)
         with session_scope(get_engine(urls.database_url)) as session:
-            item_id = find_item(session, item)
-            if item_id is None:
-                raise CorrectionError(f"no single item matches {item!r}; use kind/external_id")
-            rows = tags_of_item(session, item_id)
+            rows = tags_of_item(session, _item_id(session, item))
         if as_json:
             typer.echo(json.dumps(rows, indent=2))
             return
@@ -132,6 +126,15 @@ def review(
             margin = "-" if i.margin is None else f"{i.margin:.3f}"
             table.add_row(f"{i.kind}/{i.external_id}", margin, ", ".join(i.tags), " ".join(i.text.split())[:120])
         console.print(table)
+
+
+def _item_id(session: Session, ref: str) -> int:
+    from worker.store.search import find_item
+
+    item_id = find_item(session, ref)
+    if item_id is None:
+        raise CorrectionError(f"no single item matches {ref!r}; use kind/external_id")
+    return item_id
 
 
 def register(app: typer.Typer) -> None:

@@ -12,6 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from worker.errors import ConfigurationError
+from worker.evaluation.tagging import embed_all
 from worker.pipeline.cluster import NOISE, ClusterParams, assign, cluster_vectors, unit_rows
 from worker.pipeline.embed import Embedder
 
@@ -42,7 +43,7 @@ def evaluate_clustering(
     """NMI and ARI over all items, noise counted as one group of its own (as the product leaves it)."""
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-    vectors = np.vstack([embedder.embed(texts[i : i + 256]).vectors for i in range(0, len(texts), 256)])
+    vectors = embed_all(embedder, texts, lambda *_: None, "embed")
     started = time.perf_counter()
     result = cluster_vectors(vectors, params)
     seconds = time.perf_counter() - started

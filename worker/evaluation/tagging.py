@@ -20,8 +20,8 @@ from numpy.typing import NDArray
 from worker.errors import ConfigurationError
 from worker.pipeline.embed import Embedder
 from worker.pipeline.tag import Tagger
-from worker.pipeline.tag_fit import FitParams, LabelledSet, fit_tagger
-from worker.pipeline.taxonomy import Taxonomy, prototype_texts, single_facet
+from worker.pipeline.tag_fit import FitParams, LabelledSet, fit_tagger, tag_text_vectors
+from worker.pipeline.taxonomy import Taxonomy, single_facet
 
 Progress = Callable[[str, int, int], None]
 
@@ -84,16 +84,6 @@ def embed_all(embedder: Embedder, texts: list[str], progress: Progress, stage: s
         parts.append(embedder.embed(texts[start : start + 256]).vectors)
         progress(stage, min(start + 256, len(texts)), len(texts))
     return np.vstack(parts) if parts else np.zeros((0, embedder.dims), dtype=np.float32)
-
-
-def tag_text_vectors(embedder: Embedder, taxonomy: Taxonomy, *, names_only: bool) -> dict[str, NDArray[np.float32]]:
-    """Per tag, the vectors of its name (and description and examples unless `names_only`)."""
-    result = {}
-    for facet in taxonomy.facets:
-        for tag in facet.tags:
-            texts = prototype_texts(tag)[:1] if names_only else prototype_texts(tag)
-            result[tag.name] = embedder.embed(texts).vectors
-    return result
 
 
 def score(tagger: Tagger, vectors: NDArray[np.float32], gold: list[list[str]]) -> dict[str, float]:

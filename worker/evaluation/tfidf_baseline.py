@@ -31,7 +31,8 @@ def tfidf_baseline(train: Labelled, test: Labelled, taxonomy: Taxonomy, *, seed:
         names = [t.name for t in facet.tags]
         gold = np.array([[n in tags for n in names] for tags in train.tags], dtype=np.float32)
         rows = np.flatnonzero(gold.sum(axis=1) > 0)
-        probe = _fit(x_train[np.intersect1d(fit_rows, rows)], gold[np.intersect1d(fit_rows, rows)], facet.multi_label)
+        train_rows = np.intersect1d(fit_rows, rows)
+        probe = _fit(x_train[train_rows], gold[train_rows], facet.multi_label)
         held = np.intersect1d(holdout, rows)
         thresholds = choose_thresholds(
             probe(x_train[held]), gold[held], facet.multi_label, np.full(len(names), 0.5, dtype=np.float32)

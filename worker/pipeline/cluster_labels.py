@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from worker.pipeline.cluster import NOISE
-
 
 def ctfidf_keywords(texts: list[str], labels: NDArray[np.int64], n_clusters: int, top: int = 8) -> list[list[str]]:
     """Per cluster, the words that are frequent in it and rare in the others.
@@ -56,6 +54,3 @@ def representatives(
         closest = rows[np.argsort(-(vectors[rows] @ centroids[c]))[:per_cluster]]
         result.append([int(r) for r in closest])
     return result
-
-
-__all__ = ["NOISE", "ctfidf_keywords", "representatives", "short_label"]

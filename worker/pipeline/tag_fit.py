@@ -13,8 +13,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from numpy.typing import NDArray
 
+from worker.pipeline.embed import Embedder
 from worker.pipeline.tag import FacetHead, Tagger
-from worker.pipeline.taxonomy import FacetSpec, Taxonomy
+from worker.pipeline.taxonomy import FacetSpec, Taxonomy, prototype_texts
 
 MIN_HELDOUT_POSITIVES = 3
 
@@ -225,6 +226,17 @@ def _best_threshold(scores: NDArray[np.float32], correct: NDArray[np.bool_], n_g
     best = int(np.flatnonzero(f1 == f1.max())[-1])
     below = float(ranked[best + 1]) if best + 1 < len(ranked) else 0.0
     return (float(ranked[best]) + below) / 2
+
+
+def tag_text_vectors(
+    embedder: Embedder, taxonomy: Taxonomy, *, names_only: bool = False
+) -> dict[str, NDArray[np.float32]]:
+    """Per tag, the vectors of its name (and description and examples unless `names_only`)."""
+    return {
+        tag.name: embedder.embed(prototype_texts(tag)[:1] if names_only else prototype_texts(tag)).vectors
+        for facet in taxonomy.facets
+        for tag in facet.tags
+    }
 
 
 def _unit(vector: NDArray[np.float32]) -> NDArray[np.float32]:

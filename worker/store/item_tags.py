@@ -98,6 +98,7 @@ def apply_correction(
     removed: list[str],
     actor: str,
     corrected_at: datetime,
+    infos: dict[str, tuple[int, TagInfo]] | None = None,
 ) -> tuple[list[str], list[str]] | None:
     """Record a person's correction and make it the item's tags at once.
 
@@ -107,7 +108,7 @@ def apply_correction(
     Raises:
         CorrectionError: see `plan_correction`; nothing is written then.
     """
-    infos = tag_infos(session)
+    infos = infos if infos is not None else tag_infos(session)
     # Lock the item's tags so two corrections of one item apply one after the other.
     session.execute(select(Item.id).where(Item.id == item_id).with_for_update())
     plan = plan_correction(
