@@ -6,6 +6,7 @@ import math
 
 from celery import Celery, signals
 
+from worker.broker import TRANSPORT
 from worker.services import resolve
 from worker.settings import Settings, get_settings
 
@@ -15,6 +16,8 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, object]:
     batching = settings.batching
     return {
         "broker_url": broker_url,
+        # Our Redis transport closes the window where a killed worker loses a message it took (worker/broker.py).
+        **({"broker_transport": TRANSPORT} if broker_url.startswith("redis://") else {}),
         "broker_connection_retry_on_startup": True,
         # JSON only: a pickle message is refused before any code sees it.
         "task_serializer": "json",

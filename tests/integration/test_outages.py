@@ -16,11 +16,6 @@ from worker.services import ServiceUrls
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="KNOWN BUG (2026-11-27): 1 of 400 events lost after a worker SIGKILL / long outage in 3 of 5 runs; "
-    "never reached a batch, queue and unacked empty afterwards. Open in the note; see issue 7.",
-)
 def test_postgres_down_longer_than_the_retries_loses_nothing(
     stack: ServiceUrls, data_dir, engine: Engine, producer
 ) -> None:

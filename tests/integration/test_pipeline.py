@@ -148,11 +148,6 @@ def test_a_tag_correction_is_stored_and_one_for_an_unknown_item_is_rejected(engi
     assert [tuple(r) for r in rows] == [(["attribution"], ["brand"], "maria@brightloop.example")]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="KNOWN BUG (2026-11-27): 1 of 400 events lost after a worker SIGKILL / long outage in 3 of 5 runs; "
-    "never reached a batch, queue and unacked empty afterwards. Open in the note; see issue 7.",
-)
 def test_killing_the_worker_mid_stream_loses_nothing(stack: ServiceUrls, data_dir, engine: Engine, producer) -> None:
     queue = f"kill-{uuid.uuid4().hex[:6]}"
     first = launch_worker(stack, data_dir, "killed-worker", queue=queue)
