@@ -8,6 +8,7 @@ from models.items import Item
 from models.model_versions import ModelVersion
 from models.rejected import RejectedEvent
 from models.tags import ItemLabel, ItemTag, ItemTagging, Tag, Tagger, TaxonomyVersion
+from models.training import TrainingPair
 
 __all__ = [
     "Base",
@@ -26,4 +27,5 @@ __all__ = [
     "TagCorrection",
     "Tagger",
     "TaxonomyVersion",
+    "TrainingPair",
 ]

@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, DateTime, Identity, Index, Integer, String, Text, func, text
+from sqlalchemy import CheckConstraint, DateTime, Float, ForeignKey, Identity, Index, Integer, String, Text, func, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base
 
-MODEL_STATUSES = ("candidate", "active", "retired", "failed", "rejected")
+MODEL_STATUSES = ("training", "candidate", "active", "retired", "failed", "rejected")
 
 
 class ModelVersion(Base):
@@ -33,3 +33,11 @@ class ModelVersion(Base):
     params: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Retraining: the version it was fine-tuned from, what it was trained on, how it went.
+    parent_id: Mapped[int | None] = mapped_column(Integer, ForeignKey("model_versions.id"))
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default=text("'{}'::jsonb"))
+    seconds: Mapped[float | None] = mapped_column(Float)
+    reason: Mapped[str | None] = mapped_column(Text)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Re-embedding of stored items after this version became active: {"total", "done", "started_at", ...}.
+    backfill: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default=text("'{}'::jsonb"))

@@ -40,6 +40,8 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, object]:
             "tagworker.ingest": {"queue": settings.broker.ingest_queue},
             "tagworker.refit_tags": {"queue": settings.broker.ingest_queue},
             "tagworker.cluster_feedback": {"queue": settings.broker.ingest_queue},
+            "tagworker.retrain": {"queue": settings.broker.training_queue},
+            "tagworker.backfill": {"queue": settings.broker.training_queue},
         },
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
@@ -54,6 +56,18 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, object]:
                 "task": "tagworker.cluster_feedback",
                 "schedule": settings.clustering.interval_s,
                 "options": {"expires": settings.clustering.interval_s},
+            },
+            # Retrains only when enough new human labels arrived; the advisory lock keeps it to one run.
+            "retrain": {
+                "task": "tagworker.retrain",
+                "schedule": settings.training.interval_s,
+                "options": {"expires": settings.training.interval_s},
+            },
+            # Catches up vectors after a promotion or rollback (and after a backfill was interrupted).
+            "backfill": {
+                "task": "tagworker.backfill",
+                "schedule": settings.training.backfill_interval_s,
+                "options": {"expires": settings.training.backfill_interval_s},
             },
         },
     }

@@ -29,3 +29,7 @@ class TaxonomyError(TagworkerError):
 
 class CorrectionError(TagworkerError):
     """A tag correction that names an unknown item or tag, or contradicts itself."""
+
+
+class ModelVersionError(TagworkerError):
+    """A model version that does not exist or cannot be promoted or rolled back to."""

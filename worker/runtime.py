@@ -5,15 +5,21 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
+from sqlalchemy import Engine
+
+from worker.backfill import BackfillService
 from worker.clustering import ClusteringService, ThemeAssigner
-from worker.db import get_engine
+from worker.db import get_engine, session_scope
+from worker.errors import ModelLoadError
 from worker.ingest import IngestService
 from worker.pipeline.embed import SentenceTransformerEmbedder, load_embedder, resolve_model_path
 from worker.services import resolve
 from worker.settings import Settings, get_settings
-from worker.store.model_versions import register_model_version
+from worker.store.model_versions import active_version, active_version_id, register_model_version
 from worker.tagging import TaggingService
 
 log = logging.getLogger(__name__)
@@ -27,6 +33,7 @@ class Runtime:
     ingest: IngestService
     tagging: TaggingService
     clustering: ClusteringService
+    backfill: BackfillService
 
 
 _lock = threading.Lock()
@@ -39,15 +46,7 @@ def build_runtime(settings: Settings) -> Runtime:
     engine = get_engine(
         urls.database_url, pool_size=settings.database.pool_size, connect_timeout_s=settings.database.connect_timeout_s
     )
-    embedder = load_embedder(settings.model, cache_dir=settings.data_dir / "onnx")
-    with engine.begin() as connection:
-        version_id = register_model_version(
-            connection,
-            name=embedder.version_name,
-            base_model=settings.model.name_or_path,
-            path=resolve_model_path(settings.model.name_or_path),
-            dims=embedder.dims,
-        )
+    embedder, version_id = load_serving_model(engine, settings)
     tagging = TaggingService(engine=engine, embedder=embedder, model_version_id=version_id, settings=settings.tagging)
     service = IngestService(
         engine=engine,
@@ -64,6 +63,9 @@ def build_runtime(settings: Settings) -> Runtime:
         ),
     )
     clustering = ClusteringService(engine=engine, model_version_id=version_id, settings=settings.clustering)
+    backfill = BackfillService(
+        engine=engine, embedder=embedder, model_version_id=version_id, chunk=settings.training.backfill_chunk
+    )
     return Runtime(
         settings=settings,
         embedder=embedder,
@@ -71,18 +73,71 @@ def build_runtime(settings: Settings) -> Runtime:
         ingest=service,
         tagging=tagging,
         clustering=clustering,
+        backfill=backfill,
     )
 
 
+def load_serving_model(engine: Engine, settings: Settings) -> tuple[SentenceTransformerEmbedder, int]:
+    """The active version from Postgres when there is one (a promotion may have replaced the configured
+    model); otherwise the configured model, registered as the first active version."""
+    cache_dir = settings.data_dir / "onnx"
+    configured = resolve_model_path(settings.model.name_or_path)
+    with session_scope(engine) as session:
+        active = active_version(session)
+    if active is not None and active.path and active.path != configured:
+        if not Path(active.path).is_dir():
+            raise ModelLoadError(
+                f"the active model version {active.name} is at {active.path}, which this machine cannot read; "
+                "share the model store (TAGWORKER_TRAINING__STORE_DIR) with every worker, or `tagworker model rollback`"
+            )
+        log.info("serving active model version %s from %s", active.name, active.path)
+        model = settings.model.model_copy(update={"name_or_path": active.path})
+        return load_embedder(model, cache_dir=cache_dir, version_name=active.name), active.id
+    embedder = load_embedder(settings.model, cache_dir=cache_dir)
+    with engine.begin() as connection:
+        version_id = register_model_version(
+            connection, name=embedder.version_name, base_model=settings.model.name_or_path, path=configured,
+            dims=embedder.dims,
+        )  # fmt: skip
+    return embedder, version_id
+
+
 def get_runtime() -> Runtime:
-    """This process's runtime, built in the process that uses it (never before a fork: CUDA is not fork-safe)."""
+    """This process's runtime, built in the process that uses it (never before a fork: CUDA is not fork-safe).
+
+    Tasks call this at the start of each batch: when another version became active (a promotion or a
+    rollback), the runtime is rebuilt around it here, at a batch boundary, without a restart.
+    """
     pid = os.getpid()
     with _lock:
         if pid not in _runtimes:
             _runtimes[pid] = build_runtime(get_settings())
+        elif _version_changed(_runtimes[pid]):
+            _runtimes[pid] = build_runtime(_runtimes[pid].settings)
         runtime = _runtimes[pid]
     _pin_torch_threads(runtime.settings.model.torch_threads)
     return runtime
+
+
+_last_check: dict[int, float] = {}
+
+
+def _version_changed(runtime: Runtime) -> bool:
+    """At most every check interval, one indexed query: is the active version still the one we serve?"""
+    now = time.monotonic()
+    if now - _last_check.get(os.getpid(), 0.0) < runtime.settings.tagging.check_interval_s:
+        return False
+    _last_check[os.getpid()] = now
+    try:
+        with runtime.ingest.engine.connect() as connection:
+            active = active_version_id(connection)
+    except Exception:  # the database being away is the batch's problem, handled there with retries
+        return False
+    if active is not None and active != runtime.model_version_id:
+        log.info("model version %d became active (was %d); switching at this batch boundary", active,
+                 runtime.model_version_id)  # fmt: skip
+        return True
+    return False
 
 
 _pinned: dict[int, int] = {}

@@ -30,6 +30,8 @@ class BrokerSettings(BaseModel):
     url: SecretStr | None = None
     ingest_queue: str = "ingest"
     gpu_queue: str = "gpu"
+    # Retraining and the re-embedding after a promotion: long tasks, kept off the ingest queue.
+    training_queue: str = "training"
     # Redis re-delivers a message that was not acked within this many seconds. It must stay well above the
     # time a message can wait in a worker's buffer plus the longest batch, or work is done twice.
     visibility_timeout_s: int = Field(default=3600, ge=10)
@@ -99,6 +101,31 @@ class ClusteringSettings(BaseModel):
     max_fit_items: int = Field(default=20_000, ge=100, le=1_000_000)
 
 
+class TrainingSettings(BaseModel):
+    """Retraining from human decisions: schedule, caps, the gate, the model store, the backfill."""
+
+    # Beat checks this often (nightly by default) and retrains when enough new human labels arrived.
+    interval_s: float = Field(default=86_400, ge=60, le=30 * 86_400)
+    min_new_labels: int = Field(default=50, ge=1, le=1_000_000)
+    # Fine-tuned versions are saved here (safetensors), one directory per version; empty means <data_dir>/models.
+    store_dir: Path | None = None
+    epochs: int = Field(default=1, ge=1, le=50)
+    batch_size: int = Field(default=32, ge=2, le=1024)
+    learning_rate: float = Field(default=5e-5, gt=0, le=1e-2)
+    positives_per_text: int = Field(default=4, ge=1, le=100)
+    max_pairs: int = Field(default=20_000, ge=1, le=10_000_000)
+    max_steps: int = Field(default=2_000, ge=1, le=1_000_000)
+    seed: int = 0
+    # The gate: share of labelled items held out, and how much better (accuracy points) a candidate must tag
+    # them; same-tag retrieval (nDCG@10) may not drop by more than max_ndcg_drop points.
+    holdout_share: float = Field(default=0.2, gt=0, lt=1)
+    min_gain: float = Field(default=0.5, ge=-100, le=100)
+    max_ndcg_drop: float = Field(default=1.0, ge=0, le=100)
+    # Items re-embedded per transaction after a version change.
+    backfill_chunk: int = Field(default=512, ge=1, le=100_000)
+    backfill_interval_s: float = Field(default=60, ge=1, le=86_400)
+
+
 class Settings(BaseSettings):
     """All tagworker settings; read them through `get_settings()`."""
 
@@ -115,6 +142,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     tagging: TaggingSettings = TaggingSettings()
     clustering: ClusteringSettings = ClusteringSettings()
+    training: TrainingSettings = TrainingSettings()
 
     @field_validator("log_level")
     @classmethod
@@ -136,6 +164,11 @@ class Settings(BaseSettings):
                 "lower TAGWORKER_BATCHING__DB_RETRIES"
             )
         return self
+
+    @property
+    def model_store(self) -> Path:
+        """Where fine-tuned versions are saved."""
+        return self.training.store_dir or self.data_dir / "models"
 
     @property
     def embedded(self) -> bool:

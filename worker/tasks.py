@@ -42,3 +42,27 @@ def refit_tags(force: bool = False) -> dict[str, Any]:
 def cluster_feedback() -> dict[str, Any]:
     """Full clustering run of the feedback (beat, hourly by default); one at a time across all workers."""
     return dataclasses.asdict(get_runtime().clustering.run())
+
+
+@app.task(name="tagworker.retrain", acks_late=True, ignore_result=True)
+def retrain(force: bool = False) -> dict[str, Any]:
+    """Fine-tune on human labels when enough arrived (or `force`), gate, promote; then re-embed."""
+    from worker.retraining import RetrainService
+
+    runtime = get_runtime()
+    summary = RetrainService(engine=runtime.ingest.engine, settings=runtime.settings).run(force=force)
+    if summary.status == "promoted":
+        backfill.delay()
+    return summary.as_dict()
+
+
+@app.task(name="tagworker.backfill", acks_late=True, ignore_result=True)
+def backfill() -> dict[str, Any]:
+    """Re-embed items under the active version (the runtime switches to it first), then refit and re-cluster."""
+    runtime = get_runtime()
+    summary = runtime.backfill.run()
+    if summary.embedded:
+        runtime.tagging.fit(force=True)
+        runtime.tagging.retag_pending()
+        runtime.clustering.run()
+    return summary.as_dict()

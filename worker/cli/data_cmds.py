@@ -79,6 +79,11 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
         table.add_row("tag corrections", str(counts["tag_corrections"]))
         table.add_row("queue: waiting / unacked", f"{counts['queue']['waiting']} / {counts['queue']['unacked']}")
         table.add_row("active model", str(counts["active_model"]))
+        if fill := counts["backfill"]:
+            state = "done" if fill.get("finished_at") else "running"
+            table.add_row("backfill (re-embedding)", f"{fill.get('done', 0)} / {fill.get('total', 0)} {state}")
+        if counts["training"]:
+            table.add_row("training", str(counts["training"]))
         table.add_row("database", counts["database"])
         table.add_row("broker", counts["broker"])
         console.print(table)

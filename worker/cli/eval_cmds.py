@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -84,6 +86,41 @@ def clustering(
         texts, groups = read_groups(data, group_by)
         embedder = load_embedder(settings.model, cache_dir=settings.data_dir / "onnx")
         result = evaluate_clustering(embedder, texts, groups, params_from(settings.clustering))
+        typer.echo(json.dumps(result, indent=None if as_json else 2))
+
+
+@eval_app.command()
+def retrain(
+    train: Annotated[Path, typer.Option(exists=True, dir_okay=False, help='Lines {"text", "tags": [...]}.')],
+    test: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Held-out lines, same format.")],
+    shots: Annotated[int | None, typer.Option(min=1, help="Keep N training lines per tag.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for shots, pairs and training.")] = 0,
+    model: Annotated[str | None, typer.Option(help="Model name or directory (default: the configured one).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print compact JSON.")] = False,
+) -> None:
+    """One retraining loop with TRAIN's labels as the corrections: stock vs fine-tuned tagging and retrieval."""
+    from dataclasses import replace
+
+    from sentence_transformers import SentenceTransformer
+
+    from worker.evaluation.retrain import evaluate_retrain
+    from worker.evaluation.tagging import read_labelled
+    from worker.pipeline.embed import pick_device, resolve_model_path
+    from worker.retraining import train_params
+
+    with clean_errors():
+        settings = _with_model(get_settings(), model)
+        train_set, test_set = read_labelled(train), read_labelled(test)
+        st_model = SentenceTransformer(
+            resolve_model_path(settings.model.name_or_path), device=pick_device(settings.model.device),
+            trust_remote_code=False,
+        )  # fmt: skip
+        params = replace(train_params(settings), seed=seed)
+        with stage_progress() as report, contextlib.redirect_stdout(sys.stderr):
+            result = evaluate_retrain(
+                st_model, train_set, test_set, shots=shots, seed=seed, params=params, progress=report,
+                show_progress=True,
+            )  # fmt: skip
         typer.echo(json.dumps(result, indent=None if as_json else 2))
 
 

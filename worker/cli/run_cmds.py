@@ -70,7 +70,9 @@ def migrate() -> None:
 
 
 def worker(
-    queues: Annotated[str | None, typer.Option(help="Comma-separated queues (default: the ingest queue).")] = None,
+    queues: Annotated[
+        str | None, typer.Option(help="Comma-separated queues (default: the ingest and training queues).")
+    ] = None,
     pool: Annotated[str, typer.Option(help="prefork for CPU; solo for a GPU (CUDA is not fork-safe).")] = "prefork",
     concurrency: Annotated[int, typer.Option(help="Pool processes (prefork); 0 = one per CPU core.")] = 0,
     loglevel: Annotated[str, typer.Option()] = "INFO",
@@ -83,7 +85,8 @@ def worker(
         if pool not in {"prefork", "solo", "threads"}:
             raise ConfigurationError(f"--pool {pool!r}: use prefork (CPU) or solo (GPU)")
         concurrency = pool_size(pool, concurrency)
-        queues = queues or get_settings().broker.ingest_queue
+        broker = get_settings().broker
+        queues = queues or f"{broker.ingest_queue},{broker.training_queue}"
         os.environ.setdefault("TAGWORKER_MODEL__TORCH_THREADS", str(max(1, cpu_count() // concurrency)))
         get_settings.cache_clear()
         check_model_config(get_settings())

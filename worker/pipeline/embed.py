@@ -173,8 +173,13 @@ class SentenceTransformerEmbedder:
         return Embeddings(vectors=pooled, chunks_total=plan.totals, chunks_used=plan.used)
 
 
-def load_embedder(settings: ModelSettings, cache_dir: Path | None = None) -> SentenceTransformerEmbedder:
-    """Load the configured model on the best device; call it in the process that will use it (never before fork)."""
+def load_embedder(
+    settings: ModelSettings, cache_dir: Path | None = None, *, version_name: str | None = None
+) -> SentenceTransformerEmbedder:
+    """Load the configured model on the best device; call it in the process that will use it (never before fork).
+
+    `version_name` names a registered version (a fine-tuned one from the model store) instead of deriving it.
+    """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     resolved = resolve_model_path(settings.name_or_path)
@@ -192,7 +197,7 @@ def load_embedder(settings: ModelSettings, cache_dir: Path | None = None) -> Sen
     if device == "cuda":
         model.half()
     model.eval()
-    name = version_name_for(settings.name_or_path, resolved)
+    name = version_name or version_name_for(settings.name_or_path, resolved)
     log.info(
         "model %s loaded on %s (%d dims, %d torch threads)", name, device, model_dims(model), torch.get_num_threads()
     )

@@ -94,17 +94,14 @@ def upsert_items(session: Session, rows: Sequence[ItemRow], model_version_id: in
         event_id: item_id for item_id, event_id in connection.execute(_UPSERT_ITEMS, [row.values for row in rows]).all()
     }
     kept = [row for row in rows if row.values["event_id"] in written]
-    if kept:
-        connection.execute(
-            _UPSERT_EMBEDDINGS,
-            {
-                "model_version_id": model_version_id,
-                "item_ids": [written[row.values["event_id"]] for row in kept],
-                "vectors": vector_literals([row.vector for row in kept]),
-                "chunks_total": [row.chunks_total for row in kept],
-                "chunks_used": [row.chunks_used for row in kept],
-            },
-        )
+    write_embeddings(
+        session,
+        model_version_id=model_version_id,
+        item_ids=[written[row.values["event_id"]] for row in kept],
+        vectors=[row.vector for row in kept],
+        chunks_total=[row.chunks_total for row in kept],
+        chunks_used=[row.chunks_used for row in kept],
+    )
     return written
 
 
@@ -116,3 +113,27 @@ def item_ids_by_ref(session: Session, refs: Sequence[tuple[str, str]]) -> dict[t
         select(Item.kind, Item.external_id, Item.id).where(tuple_(Item.kind, Item.external_id).in_(list(refs)))
     )
     return {(kind, external_id): item_id for kind, external_id, item_id in rows}
+
+
+def write_embeddings(
+    session: Session,
+    *,
+    model_version_id: int,
+    item_ids: Sequence[int],
+    vectors: Sequence[np.ndarray] | np.ndarray,
+    chunks_total: Sequence[int],
+    chunks_used: Sequence[int],
+) -> None:
+    """Insert or replace the vectors of items under one model version, in one statement."""
+    if len(item_ids) == 0:
+        return
+    session.connection().execute(
+        _UPSERT_EMBEDDINGS,
+        {
+            "model_version_id": model_version_id,
+            "item_ids": list(item_ids),
+            "vectors": vector_literals(vectors),
+            "chunks_total": list(chunks_total),
+            "chunks_used": list(chunks_used),
+        },
+    )

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, select, text
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
 
 from models import ModelVersion
+from worker.errors import ModelVersionError
 
 # Serializes version registration across workers; the number is arbitrary but fixed.
 _REGISTER_LOCK = 7160403
@@ -39,8 +45,129 @@ def register_model_version(connection: Connection, *, name: str, base_model: str
         .on_conflict_do_nothing(index_elements=["name"])
     )
     version_id = int(connection.scalar(select(ModelVersion.id).where(ModelVersion.name == name)))  # type: ignore[arg-type]
-    connection.exec_driver_sql(
-        f"CREATE INDEX IF NOT EXISTS {hnsw_index_name(version_id)} ON embeddings "
-        f"USING hnsw ((vector::vector({int(dims)})) vector_cosine_ops) WHERE model_version_id = {version_id}"
-    )
+    ensure_hnsw_index(connection, version_id, dims)
     return version_id
+
+
+def ensure_hnsw_index(connection: Connection | Session, version_id: int, dims: int) -> None:
+    """The version's own partial HNSW index (ids are integers from our table, never user text)."""
+    connection.execute(
+        text(
+            f"CREATE INDEX IF NOT EXISTS {hnsw_index_name(int(version_id))} ON embeddings "
+            f"USING hnsw ((vector::vector({int(dims)})) vector_cosine_ops) WHERE model_version_id = {int(version_id)}"
+        )
+    )
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """A model version as the worker and the CLI need it."""
+
+    id: int
+    name: str
+    base_model: str
+    path: str | None
+    dims: int
+    status: str
+    parent_id: int | None
+    created_at: datetime
+    activated_at: datetime | None
+
+
+def _info(row: ModelVersion) -> VersionInfo:
+    return VersionInfo(
+        row.id, row.name, row.base_model, row.path, row.dims, row.status, row.parent_id, row.created_at,
+        row.activated_at,
+    )  # fmt: skip
+
+
+def active_version(session: Session) -> VersionInfo | None:
+    row = session.execute(select(ModelVersion).where(ModelVersion.status == "active")).scalar_one_or_none()
+    return _info(row) if row else None
+
+
+def active_version_id(connection: Session | Connection) -> int | None:
+    """The cheap check a worker runs between batches."""
+    return connection.scalar(select(ModelVersion.id).where(ModelVersion.status == "active"))
+
+
+def find_version(session: Session, ref: str) -> VersionInfo:
+    """A version by id or name; raises ModelVersionError naming the ref otherwise."""
+    query = select(ModelVersion)
+    query = query.where(ModelVersion.id == int(ref)) if ref.isdigit() else query.where(ModelVersion.name == ref)
+    row = session.execute(query).scalar_one_or_none()
+    if row is None:
+        raise ModelVersionError(f"no model version {ref!r}; `tagworker model list` shows them")
+    return _info(row)
+
+
+def list_versions(session: Session) -> list[ModelVersion]:
+    return list(session.execute(select(ModelVersion).order_by(ModelVersion.id)).scalars())
+
+
+def start_candidate(
+    session: Session, *, name: str, parent: VersionInfo, params: dict[str, Any], data: dict[str, Any]
+) -> int:
+    """Record a version being trained (status `training`), before any work, so a crash leaves a trace."""
+    row = ModelVersion(
+        name=name, base_model=parent.base_model, path=None, dims=parent.dims, status="training", parent_id=parent.id,
+        params=params, data=data, metrics={},
+    )  # fmt: skip
+    session.add(row)
+    session.flush()
+    return row.id
+
+
+def finish_candidate(
+    session: Session, version_id: int, *, status: str, seconds: float, metrics: dict[str, Any] | None = None,
+    path: str | None = None, reason: str | None = None,
+) -> None:  # fmt: skip
+    values: dict[str, Any] = {"status": status, "seconds": round(seconds, 1), "reason": reason}
+    values["finished_at"] = func.now()
+    if metrics is not None:
+        values["metrics"] = metrics
+    if path is not None:
+        values["path"] = path
+    session.execute(update(ModelVersion).where(ModelVersion.id == version_id).values(**values))
+
+
+def fail_interrupted(session: Session) -> int:
+    """Mark `training` rows failed; call only while holding the retrain lock (so no run owns them)."""
+    result = session.execute(
+        update(ModelVersion)
+        .where(ModelVersion.status == "training")
+        .values(status="failed", reason="interrupted: the process training it stopped", finished_at=func.now())
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def last_training_at(session: Session) -> datetime | None:
+    """When the last retraining run (of any outcome) started."""
+    return session.scalar(select(func.max(ModelVersion.created_at)).where(ModelVersion.parent_id.is_not(None)))
+
+
+def activate(session: Session, version_id: int) -> None:
+    """Make one version active and retire the one that was, in the caller's transaction."""
+    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _REGISTER_LOCK})
+    session.execute(update(ModelVersion).where(ModelVersion.status == "active").values(status="retired"))
+    activated = session.execute(
+        update(ModelVersion)
+        .where(ModelVersion.id == version_id)
+        .values(status="active", activated_at=func.now(), backfill={})
+        .returning(ModelVersion.dims)
+    ).scalar_one()
+    ensure_hnsw_index(session, version_id, activated)
+
+
+def previous_active(session: Session) -> VersionInfo | None:
+    """The version that was active before the current one: what `model rollback` goes back to."""
+    current = active_version(session)
+    query = select(ModelVersion).where(ModelVersion.status == "retired", ModelVersion.activated_at.is_not(None))
+    if current and current.activated_at:
+        query = query.where(ModelVersion.activated_at < current.activated_at)
+    row = session.execute(query.order_by(ModelVersion.activated_at.desc()).limit(1)).scalar_one_or_none()
+    return _info(row) if row else None
+
+
+def set_backfill(session: Session, version_id: int, progress: dict[str, Any]) -> None:
+    session.execute(update(ModelVersion).where(ModelVersion.id == version_id).values(backfill=progress))

@@ -11,7 +11,7 @@ from models import Embedding, Item, ModelVersion, RejectedEvent, TagCorrection
 
 
 def pipeline_counts(session: Session) -> dict[str, Any]:
-    """Items by kind, vectors per model version, rejections by status, corrections, active model."""
+    """Items by kind, vectors per model version, rejections, corrections, active model, backfill, training."""
     items = dict(session.execute(select(Item.kind, func.count()).group_by(Item.kind)).all())
     vectors = dict(
         session.execute(
@@ -21,7 +21,11 @@ def pipeline_counts(session: Session) -> dict[str, Any]:
         ).all()
     )
     rejected = dict(session.execute(select(RejectedEvent.status, func.count()).group_by(RejectedEvent.status)).all())
-    active = session.scalar(select(ModelVersion.name).where(ModelVersion.status == "active"))
+    active_row = session.execute(
+        select(ModelVersion.name, ModelVersion.backfill).where(ModelVersion.status == "active")
+    ).first()
+    active = active_row.name if active_row else None
+    training = session.scalar(select(ModelVersion.name).where(ModelVersion.status == "training"))
     return {
         "items": {"content": items.get("content", 0), "feedback": items.get("feedback", 0)},
         "embedded": vectors.get(active, 0) if active else 0,
@@ -29,4 +33,7 @@ def pipeline_counts(session: Session) -> dict[str, Any]:
         "rejected": {"invalid": rejected.get("invalid", 0), "failed": rejected.get("failed", 0)},
         "tag_corrections": session.scalar(select(func.count()).select_from(TagCorrection)) or 0,
         "active_model": active,
+        # Re-embedding under the active version after a promotion: {"total", "done", "started_at", "finished_at"}.
+        "backfill": (active_row.backfill or {}) if active_row else {},
+        "training": training,
     }

@@ -1,0 +1,234 @@
+"""Retraining against real Postgres: gate, promotion, rollback, failures; and the loop end to end with a worker.
+
+Each test gets its own database (and the end-to-end test its own Redis db), because promoting a model changes
+what every worker on a database serves, and the other modules share theirs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, make_url, select, text
+
+from models import Item, ItemLabel, ModelVersion, Tag, TagCorrection
+from tests.integration.conftest import WORKER_ENV
+from tests.integration.helpers import count_items, feedback, producer_app, publish, wait_for
+from worker.db import get_engine, session_scope
+from worker.errors import ModelLoadError
+from worker.migrate import upgrade
+from worker.pipeline.embed import resolve_model_path
+from worker.processes import service_env, start_worker, stop
+from worker.retraining import RetrainService
+from worker.services import ServiceUrls
+from worker.settings import Settings, TrainingSettings
+from worker.store.model_versions import active_version, register_model_version
+from worker.store.training import RETRAIN_LOCK
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+TOPICS = {
+    "pricing": ["The price went up again", "Your plans cost too much for a small team", "Is there a discount"],
+    "email_deliverability": ["Our newsletter lands in spam", "Open rates fell after the DNS change", "Bounces"],
+    "onboarding": ["Setup took me two days", "The first-run tutorial is confusing", "I could not import contacts"],
+}
+FAST = {"max_steps": 4, "batch_size": 8, "positives_per_text": 2, "holdout_share": 0.3}
+
+
+@pytest.fixture
+def own_db(stack: ServiceUrls) -> Iterator[str]:
+    """A fresh database on the embedded server, migrated (default taxonomy seeded)."""
+    name = f"retrain_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(stack.database_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(stack.database_url).set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    yield url
+    get_engine(url).dispose()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def settings_for(tmp_path: Path, **training: object) -> Settings:
+    return Settings(data_dir=tmp_path, training=TrainingSettings(store_dir=tmp_path / "models", **(FAST | training)))
+
+
+def stock_version(engine: Engine) -> int:
+    with engine.begin() as conn:
+        return register_model_version(
+            conn, name="all-MiniLM-L6-v2@test", base_model="all-MiniLM-L6-v2",
+            path=resolve_model_path("all-MiniLM-L6-v2"), dims=384,
+        )  # fmt: skip
+
+
+def label_items(engine: Engine, per_topic: int = 6) -> None:
+    """Feedback items with one human-confirmed topic tag each, written the way a correction leaves them."""
+    now = datetime.now(UTC)
+    with session_scope(engine) as session:
+        tags = dict(session.execute(select(Tag.name, Tag.id)).tuples().all())
+        for topic, phrases in TOPICS.items():
+            for i in range(per_topic):
+                body = f"{phrases[i % len(phrases)]} (ticket {i})"
+                item = Item(kind="feedback", external_id=f"{topic}-{i}", event_id=uuid.uuid4(), text=body,
+                            content_sha256=hashlib.sha256(body.encode()).hexdigest(), occurred_at=now)  # fmt: skip
+                session.add(item)
+                session.flush()
+                fix = TagCorrection(event_id=uuid.uuid4(), item_id=item.id, added=[topic], removed=[], actor="qa",
+                                    corrected_at=now)  # fmt: skip
+                session.add(fix)
+                session.flush()
+                session.add(ItemLabel(item_id=item.id, tag_id=tags[topic], present=True, actor="qa",
+                                      correction_id=fix.id, decided_at=now))  # fmt: skip
+        session.commit()
+
+
+def versions(engine: Engine) -> list[ModelVersion]:
+    with session_scope(engine) as session:
+        return list(session.execute(select(ModelVersion).order_by(ModelVersion.id)).scalars())
+
+
+def test_an_empty_training_set_is_a_noop_with_a_reason(own_db: str, tmp_path: Path) -> None:
+    engine = get_engine(own_db)
+    stock_version(engine)
+    summary = RetrainService(engine=engine, settings=settings_for(tmp_path)).run(force=True)
+    assert summary.status == "skipped" and "empty training set" in summary.reason
+    assert [v.status for v in versions(engine)] == ["active"]
+
+
+def test_without_enough_new_labels_nothing_trains(own_db: str, tmp_path: Path) -> None:
+    engine = get_engine(own_db)
+    stock_version(engine)
+    label_items(engine, per_topic=2)
+    summary = RetrainService(engine=engine, settings=settings_for(tmp_path, min_new_labels=50)).run()
+    assert summary.status == "skipped" and "6 new human labels" in summary.reason
+
+
+def test_the_gate_rejects_a_candidate_that_is_not_better_and_keeps_it(own_db: str, tmp_path: Path) -> None:
+    engine = get_engine(own_db)
+    stock = stock_version(engine)
+    label_items(engine)
+    summary = RetrainService(engine=engine, settings=settings_for(tmp_path, min_gain=50)).run(force=True)
+    assert summary.status == "rejected", summary
+    assert "below the margin 50" in summary.reason
+    rows = versions(engine)
+    candidate = rows[-1]
+    assert candidate.status == "rejected" and candidate.parent_id == stock and Path(candidate.path or "").is_dir()
+    assert {"before", "after"} <= set(candidate.metrics) and candidate.data["pairs"] > 0 and candidate.seconds
+    with session_scope(engine) as session:
+        assert active_version(session).id == stock  # type: ignore[union-attr]
+
+
+def test_promotion_rollback_and_a_corrupt_model_directory(own_db: str, tmp_path: Path, stack: ServiceUrls) -> None:
+    engine = get_engine(own_db)
+    stock = stock_version(engine)
+    label_items(engine)
+    summary = RetrainService(engine=engine, settings=settings_for(tmp_path, min_gain=-100)).run(force=True)
+    assert summary.status == "promoted", summary
+    with session_scope(engine) as session:
+        assert active_version(session).id == summary.version_id  # type: ignore[union-attr]
+
+    env = service_env(ServiceUrls(own_db, stack.broker_url))
+    listed = subprocess.run([sys.executable, "-m", "worker.cli", "model", "list", "--json"], env=env,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert [r["status"] for r in json.loads(listed.stdout)] == ["retired", "active"], listed.stderr
+    rolled = subprocess.run([sys.executable, "-m", "worker.cli", "model", "rollback"], env=env, capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert rolled.returncode == 0, rolled.stderr
+    with session_scope(engine) as session:
+        assert active_version(session).id == stock  # type: ignore[union-attr]
+
+    candidate = Path(versions(engine)[-1].path or "")
+    next(candidate.rglob("*.safetensors")).unlink()
+    broken = subprocess.run([sys.executable, "-m", "worker.cli", "model", "promote", str(summary.version_id)],
+                            env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert broken.returncode == 2 and "has no .safetensors weights" in broken.stderr
+    with session_scope(engine) as session:
+        assert active_version(session).id == stock, "a failed promotion changes nothing"  # type: ignore[union-attr]
+
+
+def test_an_interrupted_run_is_marked_failed_and_runs_never_overlap(own_db: str, tmp_path: Path) -> None:
+    engine = get_engine(own_db)
+    stock = stock_version(engine)
+    with session_scope(engine) as session:
+        session.add(ModelVersion(name="killed-mid-training", base_model="x", dims=384, status="training",
+                                 parent_id=stock, metrics={}, params={}))  # fmt: skip
+        session.commit()
+    service = RetrainService(engine=engine, settings=settings_for(tmp_path))
+    with engine.connect() as holder:
+        holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": RETRAIN_LOCK})
+        assert service.run(force=True).reason == "another retraining run is in progress"
+        holder.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": RETRAIN_LOCK})
+    service.run(force=True)
+    killed = next(v for v in versions(engine) if v.name == "killed-mid-training")
+    assert killed.status == "failed" and "interrupted" in (killed.reason or "")
+
+
+def test_a_worker_refuses_an_active_version_it_cannot_read(own_db: str, tmp_path: Path) -> None:
+    from worker.runtime import load_serving_model
+
+    engine = get_engine(own_db)
+    with engine.begin() as conn:
+        register_model_version(conn, name="gone@1", base_model="x", path=str(tmp_path / "gone"), dims=384)
+    with pytest.raises(ModelLoadError, match="cannot read; share the model store"):
+        load_serving_model(engine, settings_for(tmp_path))
+
+
+def test_a_correction_ends_up_in_a_promoted_model_the_running_worker_uses(
+    own_db: str, tmp_path: Path, stack: ServiceUrls
+) -> None:
+    broker = stack.broker_url.rsplit("/", 1)[0] + "/3"
+    urls = ServiceUrls(own_db, broker)
+    env = {**WORKER_ENV, "TAGWORKER_DATA_DIR": str(tmp_path), "TAGWORKER_TRAINING__MIN_GAIN": "-100",
+           **{f"TAGWORKER_TRAINING__{k.upper()}": str(v) for k, v in FAST.items()}}  # fmt: skip
+    worker = start_worker(urls, queues="ingest,training", logfile=tmp_path / "worker.log", extra_env=env)
+    producer = producer_app(broker)
+    engine = get_engine(own_db)
+    try:
+        events = [feedback(f"{p} (case {i})", feedback_id=f"{t}-{i}") for t, ps in TOPICS.items()
+                  for i, p in enumerate(ps * 2)]  # fmt: skip
+        publish(producer, events)
+        ids = [e["event_id"] for e in events]
+        wait_for(lambda: count_items(engine, ids) == len(ids), timeout_s=180, what="the feedback")
+        fixes = [{"kind": "tag.corrected", "event_id": str(uuid.uuid4()), "item": {"kind": "feedback",
+                  "external_id": e["feedback_id"]}, "added": [e["feedback_id"].rsplit("-", 1)[0]], "removed": [],
+                  "actor": "qa@brightloop.example"} for e in events]  # fmt: skip
+        publish(producer, fixes)
+        wait_for(lambda: _labels(engine) == len(fixes), what="the corrections")
+
+        retrained = subprocess.run([sys.executable, "-m", "worker.cli", "retrain", "--force"],
+                                   env=service_env(urls, env), capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert retrained.returncode == 0, retrained.stderr
+        summary = json.loads(retrained.stdout)
+        assert summary["status"] == "promoted", summary
+        new_version = summary["version_id"]
+
+        wait_for(lambda: _vectors(engine, new_version) == len(events), timeout_s=180, what="the backfill")
+        late = feedback("Prices are fine but the invoice PDF is blank", feedback_id="late-1")
+        publish(producer, [late])
+        wait_for(lambda: _vectors(engine, new_version) == len(events) + 1, what="a new item under the new model")
+        with session_scope(engine) as session:
+            assert (active_version(session) or pytest.fail("no active")).id == new_version
+            backfill = session.scalar(select(ModelVersion.backfill).where(ModelVersion.id == new_version))
+        assert backfill["done"] == len(events) and backfill["finished_at"]
+        assert worker.poll() is None, "the worker switched models without a restart"
+    finally:
+        stop(worker)
+
+
+def _labels(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.scalar(text("SELECT count(*) FROM item_labels WHERE present")) or 0)
+
+
+def _vectors(engine: Engine, version_id: int) -> int:
+    with engine.connect() as conn:
+        return int(conn.scalar(text("SELECT count(*) FROM embeddings WHERE model_version_id = :v"), {"v": version_id}))

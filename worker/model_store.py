@@ -1,0 +1,52 @@
+"""The versioned model store on disk: one directory per fine-tuned version, weights in safetensors.
+
+A version is written to a temporary directory and renamed into place, so a crash never leaves a directory
+that looks complete. Before a version is promoted, `verify_model_dir` loads it and encodes a sentence.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from worker.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+_REQUIRED = ("modules.json", "config_sentence_transformers.json")
+
+
+def save_model(model: Any, root: Path, name: str) -> Path:
+    """Save a SentenceTransformer as `root/name` (safetensors); returns the directory."""
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / name
+    partial = root / f".{name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save(str(partial), safe_serialization=True)
+    os.replace(partial, final)
+    log.info("saved model version %s to %s", name, final)
+    return final
+
+
+def verify_model_dir(path: str | Path, *, dims: int | None = None) -> None:
+    """Raise ModelLoadError, naming what is wrong, unless `path` loads and encodes with the expected size."""
+    directory = Path(path)
+    if not directory.is_dir():
+        raise ModelLoadError(f"model directory {directory} does not exist")
+    missing = [name for name in _REQUIRED if not (directory / name).is_file()]
+    if missing:
+        raise ModelLoadError(f"model directory {directory} is incomplete: no {', '.join(missing)}")
+    if not any(directory.rglob("*.safetensors")):
+        raise ModelLoadError(f"model directory {directory} has no .safetensors weights")
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        model = SentenceTransformer(str(directory), device="cpu", trust_remote_code=False)
+        vector = model.encode(["tagworker model check"], normalize_embeddings=True)
+    except Exception as exc:
+        raise ModelLoadError(f"model directory {directory} does not load ({type(exc).__name__}: {exc})") from exc
+    if dims is not None and vector.shape[1] != dims:
+        raise ModelLoadError(f"model directory {directory} makes {vector.shape[1]}-d vectors, expected {dims}")

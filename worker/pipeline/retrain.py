@@ -1,0 +1,250 @@
+"""Fine-tune a sentence-transformers model on human tag decisions with `SentenceTransformerTrainer`.
+
+Training data is made of (anchor, positive) pairs of texts that people gave the same tag, trained with
+MultipleNegativesRankingLoss: every other positive in the batch is a negative, so the model learns to pull
+same-tag texts together and push other tags away, which is what both the tag heads (kNN and logistic
+regression on the vectors) and same-tag retrieval need. Optional scored vocabulary pairs ("CAC" / "customer
+acquisition cost" 1.0) train with CoSENT in the same run. Batches never hold two pairs of the same tag, so no
+in-batch "negative" is in truth a positive.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sentence_transformers import DefaultBatchSampler
+from torch.utils.data import RandomSampler
+
+from worker.errors import ConfigurationError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Caps and hyperparameters of one fine-tuning run."""
+
+    epochs: int = 1
+    batch_size: int = 32
+    learning_rate: float = 5e-5
+    warmup_ratio: float = 0.1
+    positives_per_text: int = 4
+    max_pairs: int = 20_000
+    max_steps: int = 2_000
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ScoredPair:
+    """A vocabulary pair from `tagworker train pairs add`: similarity in [0, 1]."""
+
+    a: str
+    b: str
+    score: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a fine-tuning run did."""
+
+    pairs: int
+    scored_pairs: int
+    steps: int
+    seconds: float
+    device: str
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Whether a candidate replaces the active version, and why."""
+
+    promote: bool
+    reason: str
+
+
+def decide(before: dict[str, float], after: dict[str, float], *, min_gain: float, max_ndcg_drop: float) -> GateDecision:
+    """Promote when held-out tagging accuracy gains at least `min_gain` points and nDCG@10 drops at most
+    `max_ndcg_drop` points (both metrics in percent)."""
+    gain = after["accuracy"] - before["accuracy"]
+    ndcg_change = after["ndcg10"] - before["ndcg10"]
+    summary = (
+        f"accuracy {before['accuracy']:.2f} -> {after['accuracy']:.2f}, "
+        f"nDCG@10 {before['ndcg10']:.2f} -> {after['ndcg10']:.2f}"
+    )
+    if gain < min_gain:
+        return GateDecision(False, f"{summary}: accuracy gain {gain:+.2f} is below the margin {min_gain}")
+    if ndcg_change < -max_ndcg_drop:
+        return GateDecision(False, f"{summary}: nDCG@10 dropped {-ndcg_change:.2f} points (allowed {max_ndcg_drop})")
+    return GateDecision(True, f"{summary}: promoted")
+
+
+def read_scored_pairs(path: Path) -> list[ScoredPair]:
+    """`{"a": str, "b": str, "score": float in [0, 1]}` per line; a bad line is an error that names it."""
+    pairs = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                a, b, score = row["a"], row["b"], float(row["score"])
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                raise ConfigurationError(
+                    f'{path}:{number}: expected {{"a": str, "b": str, "score": 0..1}} ({exc})'
+                ) from None
+            if not isinstance(a, str) or not isinstance(b, str) or not a.strip() or not b.strip():
+                raise ConfigurationError(f"{path}:{number}: a and b must be non-empty strings")
+            if not 0 <= score <= 1:
+                raise ConfigurationError(f"{path}:{number}: score {score} is outside 0..1")
+            pairs.append(ScoredPair(a.strip(), b.strip(), score))
+    if not pairs:
+        raise ConfigurationError(f"{path} has no pairs")
+    return pairs
+
+
+def same_tag_pairs(
+    texts: Sequence[str], labels: Sequence[str], *, per_text: int, max_pairs: int, seed: int
+) -> list[tuple[str, str, str]]:
+    """(anchor, positive, tag) triples: each text with up to `per_text` other texts of its tag, capped.
+
+    Tags with a single text give no pair. Pairs are shuffled, and when capped each tag keeps its share.
+    """
+    rng = random.Random(seed)
+    by_tag: dict[str, list[str]] = defaultdict(list)
+    for text, label in zip(texts, labels, strict=True):
+        by_tag[label].append(text)
+    pairs = []
+    for tag, members in by_tag.items():
+        for i, anchor in enumerate(members):
+            others = members[:i] + members[i + 1 :]
+            for positive in rng.sample(others, min(per_text, len(others))):
+                pairs.append((anchor, positive, tag))
+    rng.shuffle(pairs)
+    return pairs[:max_pairs]
+
+
+def distinct_tag_order(tags: Sequence[str], batch_size: int, rng: random.Random) -> list[int]:
+    """Indices in an order whose consecutive blocks of `batch_size` hold no tag twice, where the counts allow.
+
+    Each round takes one pair from each of the `batch_size` tags with the most pairs left, so the last
+    batches are not all one tag.
+    """
+    queues: dict[str, list[int]] = defaultdict(list)
+    for index, tag in enumerate(tags):
+        queues[tag].append(index)
+    for queue in queues.values():
+        rng.shuffle(queue)
+    order: list[int] = []
+    while queues:
+        names = sorted(queues, key=lambda t: (-len(queues[t]), rng.random()))[:batch_size]
+        for tag in names:
+            order.append(queues[tag].pop())
+            if not queues[tag]:
+                del queues[tag]
+    return order
+
+
+class DistinctTagBatchSampler(DefaultBatchSampler):
+    """Batches of same-tag pairs with no tag twice: every in-batch negative of MNRL is a true negative."""
+
+    def __init__(self, dataset: Any, *, tags: Sequence[str], batch_size: int, drop_last: bool, seed: int = 0, **_: Any):
+        super().__init__(dataset, batch_size=batch_size, drop_last=drop_last, seed=seed)
+        self.tags = list(tags)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = distinct_tag_order(self.tags, self.batch_size, random.Random(self.seed + self.epoch))
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            if len(batch) == self.batch_size or not self.drop_last:
+                yield batch
+
+    def __len__(self) -> int:
+        full, rest = divmod(len(self.tags), self.batch_size)
+        return full + (1 if rest and not self.drop_last else 0)
+
+
+def batch_sampler_for(tags: Sequence[str]) -> Callable[..., Any]:
+    """The trainer's batch sampler factory: distinct tags for the same-tag pairs, shuffled for the rest."""
+
+    def make(dataset: Any, **kwargs: Any) -> Any:
+        if "anchor" in dataset.column_names:
+            return DistinctTagBatchSampler(dataset, tags=tags, **kwargs)
+        return DefaultBatchSampler(RandomSampler(dataset, generator=kwargs.get("generator")), **kwargs)
+
+    return make
+
+
+def fine_tune(
+    model: Any,
+    pairs: list[tuple[str, str, str]],
+    *,
+    scored: Sequence[ScoredPair] = (),
+    params: TrainParams,
+    output_dir: Path,
+    show_progress: bool = False,
+) -> TrainResult:
+    """Train `model` (a SentenceTransformer) in place on the pairs; checkpoints go nowhere but `output_dir`."""
+    import torch
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.sentence_transformer.losses import CoSENTLoss, MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.training_args import MultiDatasetBatchSamplers
+
+    if not pairs and not scored:
+        raise ValueError("nothing to train on: no two texts share a tag and there are no scored pairs")
+    started = time.perf_counter()
+    ordered = pairs
+    datasets: dict[str, Any] = {}
+    losses: dict[str, Any] = {}
+    if ordered:
+        datasets["same_tag"] = Dataset.from_dict(
+            {"anchor": [p[0] for p in ordered], "positive": [p[1] for p in ordered]}
+        )
+        losses["same_tag"] = MultipleNegativesRankingLoss(model)
+    if scored:
+        datasets["vocabulary"] = Dataset.from_dict(
+            {"a": [p.a for p in scored], "b": [p.b for p in scored], "score": [float(p.score) for p in scored]}
+        )
+        losses["vocabulary"] = CoSENTLoss(model)
+    steps_per_epoch = sum(-(-len(d) // params.batch_size) for d in datasets.values())
+    cuda = torch.cuda.is_available()
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=params.epochs,
+        max_steps=min(params.max_steps, steps_per_epoch * params.epochs),
+        per_device_train_batch_size=params.batch_size,
+        learning_rate=params.learning_rate,
+        warmup_ratio=params.warmup_ratio,
+        seed=params.seed,
+        data_seed=params.seed,
+        bf16=cuda and torch.cuda.is_bf16_supported(),
+        fp16=cuda and not torch.cuda.is_bf16_supported(),
+        batch_sampler=batch_sampler_for([p[2] for p in pairs]),
+        multi_dataset_batch_sampler=MultiDatasetBatchSamplers.PROPORTIONAL,
+        save_strategy="no",
+        report_to="none",
+        logging_steps=50,
+        disable_tqdm=not show_progress,
+        dataloader_drop_last=False,
+        dataloader_pin_memory=cuda,
+    )
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=args,
+        train_dataset=datasets if len(datasets) > 1 else next(iter(datasets.values())),
+        loss=losses if len(losses) > 1 else next(iter(losses.values())),
+    )
+    output = trainer.train()
+    seconds = time.perf_counter() - started
+    log.info(
+        "fine-tuned on %d pairs + %d scored in %d steps, %.1fs", len(ordered), len(scored), output.global_step, seconds
+    )
+    return TrainResult(len(ordered), len(scored), int(output.global_step), round(seconds, 1), str(model.device))

@@ -1,0 +1,199 @@
+"""One retraining run: human labels -> fine-tuned candidate -> gate -> promoted or kept for inspection.
+
+Every candidate gets a `model_versions` row before training starts (status `training`), so a run that dies
+leaves a trace; the next run, holding the lock, marks such rows failed. The active version keeps serving
+throughout: promotion is one transaction, and workers switch at their next batch boundary.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine
+
+from worker.db import session_scope
+from worker.evaluation.retrain import score_model
+from worker.evaluation.tagging import Labelled
+from worker.model_store import save_model, verify_model_dir
+from worker.pipeline.embed import SentenceTransformerEmbedder, pick_device
+from worker.pipeline.retrain import ScoredPair, TrainParams, decide, fine_tune, same_tag_pairs
+from worker.pipeline.taxonomy import Taxonomy
+from worker.settings import Settings
+from worker.store.model_versions import (
+    VersionInfo,
+    activate,
+    active_version,
+    fail_interrupted,
+    finish_candidate,
+    last_training_at,
+    start_candidate,
+)
+from worker.store.tags import current_taxonomy
+from worker.store.training import (
+    LabelledItem,
+    labelled_items,
+    labels_since,
+    release_retrain_lock,
+    scored_pairs,
+    try_retrain_lock,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RetrainSummary:
+    """What a run did: skipped (with why), failed, rejected by the gate, or promoted."""
+
+    status: str
+    reason: str = ""
+    version_id: int | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """What one run trains and gates on."""
+
+    train: list[LabelledItem]
+    holdout: list[LabelledItem]
+    pairs: list[tuple[str, str, str]]
+    vocabulary: list[ScoredPair]
+    taxonomy: Taxonomy | None
+
+
+def split_holdout(items: list[LabelledItem], share: float) -> tuple[list[LabelledItem], list[LabelledItem]]:
+    """A stable split by item id: the same item is held out in every run, so the gate never trains on it."""
+    cut = int(share * 1000)
+    holdout = [i for i in items if zlib.crc32(str(i.item_id).encode()) % 1000 < cut]
+    held = {i.item_id for i in holdout}
+    return [i for i in items if i.item_id not in held], holdout
+
+
+def as_labelled(items: list[LabelledItem]) -> Labelled:
+    return Labelled([i.text for i in items], [i.tags for i in items])
+
+
+def train_params(settings: Settings) -> TrainParams:
+    t = settings.training
+    return TrainParams(
+        epochs=t.epochs, batch_size=t.batch_size, learning_rate=t.learning_rate,
+        positives_per_text=t.positives_per_text, max_pairs=t.max_pairs, max_steps=t.max_steps, seed=t.seed,
+    )  # fmt: skip
+
+
+class RetrainService:
+    """Runs retraining against one database; one run at a time across all processes."""
+
+    def __init__(self, *, engine: Engine, settings: Settings) -> None:
+        self.engine = engine
+        self.settings = settings
+
+    def run(self, *, force: bool = False, show_progress: bool = False) -> RetrainSummary:
+        started = time.perf_counter()
+        with self.engine.connect() as lock:
+            if not try_retrain_lock(lock):
+                return RetrainSummary("skipped", "another retraining run is in progress")
+            lock.commit()
+            try:
+                summary = self._run(force=force, show_progress=show_progress)
+            finally:
+                release_retrain_lock(lock)
+                lock.commit()
+        summary.seconds = round(time.perf_counter() - started, 1)
+        log.info("retraining: %s (%s)", summary.status, summary.reason)
+        return summary
+
+    def _run(self, *, force: bool, show_progress: bool) -> RetrainSummary:
+        with session_scope(self.engine) as session:
+            if interrupted := fail_interrupted(session):
+                log.warning("marked %d interrupted training run(s) failed", interrupted)
+            active = active_version(session)
+            new_labels = labels_since(session, last_training_at(session))
+            items, vocabulary, taxonomy = labelled_items(session), scored_pairs(session), current_taxonomy(session)
+            session.commit()
+        if active is None or not active.path:
+            return RetrainSummary("skipped", "no active model version with a directory yet; start a worker first")
+        needed = self.settings.training.min_new_labels
+        if not force and new_labels < needed:
+            return RetrainSummary(
+                "skipped", f"{new_labels} new human labels since the last run; {needed} needed (or use --force)"
+            )
+        train, holdout = split_holdout(items, self.settings.training.holdout_share)
+        params = train_params(self.settings)
+        pairs = same_tag_pairs(
+            [i.text for i in train for _ in i.tags], [t for i in train for t in i.tags],
+            per_text=params.positives_per_text, max_pairs=params.max_pairs, seed=params.seed,
+        )  # fmt: skip
+        if not pairs and not vocabulary:
+            return RetrainSummary("skipped", "empty training set: no two labelled items share a tag, and no pairs")
+        if not holdout or not train:
+            return RetrainSummary("skipped", f"{len(items)} labelled items are too few to hold some out for the gate")
+        data = {"labelled_items": len(items), "train_items": len(train), "holdout_items": len(holdout),
+                "pairs": len(pairs), "vocabulary_pairs": len(vocabulary), "new_labels": new_labels}  # fmt: skip
+        name = f"{active.base_model.rsplit('/', 1)[-1]}-ft-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+        with session_scope(self.engine) as session:
+            version_id = start_candidate(session, name=name, parent=active, params=asdict(params), data=data)
+            session.commit()
+        started = time.perf_counter()
+        try:
+            data_set = TrainingSet(train, holdout, pairs, vocabulary, taxonomy[1] if taxonomy else None)
+            return self._train(version_id, name, active, data_set, params, show_progress=show_progress)
+        except Exception as exc:
+            log.exception("retraining candidate %d failed", version_id)
+            reason = f"{type(exc).__name__}: {exc}"[:2000]
+            with session_scope(self.engine) as session:
+                finish_candidate(session, version_id, status="failed", seconds=time.perf_counter() - started,
+                                 reason=reason)  # fmt: skip
+                session.commit()
+            return RetrainSummary("failed", reason, version_id)
+
+    def _train(
+        self, version_id: int, name: str, active: VersionInfo, data: TrainingSet, params: TrainParams, *,
+        show_progress: bool,
+    ) -> RetrainSummary:  # fmt: skip
+        from sentence_transformers import SentenceTransformer
+
+        started = time.perf_counter()
+        device = pick_device(self.settings.model.device)
+        model = SentenceTransformer(active.path, device=device, trust_remote_code=False)
+        gate_train, gate_test = as_labelled(data.train), as_labelled(data.holdout)
+
+        def metrics(label: str) -> dict[str, Any]:
+            model.eval()
+            embedder = SentenceTransformerEmbedder(model, version_name=label, batch_size=64, max_chunks=8)
+            return score_model(embedder, gate_train, gate_test, seed=params.seed, taxonomy=data.taxonomy)
+
+        before = metrics(active.name)
+        scratch = self.settings.model_store / ".work"
+        result = fine_tune(
+            model, data.pairs, scored=data.vocabulary, params=params, output_dir=scratch, show_progress=show_progress
+        )
+        after = metrics(name)
+        path = save_model(model, self.settings.model_store, name)
+        verify_model_dir(path, dims=active.dims)
+        decision = decide(
+            before, after, min_gain=self.settings.training.min_gain, max_ndcg_drop=self.settings.training.max_ndcg_drop
+        )
+        summary_metrics = {"before": before, "after": after, "train_seconds": result.seconds, "steps": result.steps,
+                           "device": result.device}  # fmt: skip
+        with session_scope(self.engine) as session:
+            finish_candidate(
+                session, version_id, status="candidate" if decision.promote else "rejected", metrics=summary_metrics,
+                path=str(path), seconds=time.perf_counter() - started, reason=decision.reason,
+            )  # fmt: skip
+            if decision.promote:
+                activate(session, version_id)
+            session.commit()
+        return RetrainSummary(
+            "promoted" if decision.promote else "rejected", decision.reason, version_id, summary_metrics
+        )

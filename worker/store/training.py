@@ -1,0 +1,71 @@
+"""SQL for retraining: human-labelled items, vocabulary pairs, and the lock that keeps runs one at a time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, func, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from models import Item, ItemLabel, Tag, TrainingPair
+from worker.pipeline.retrain import ScoredPair
+
+RETRAIN_LOCK = 7160405  # advisory lock key: one retraining run at a time, across all workers
+
+
+@dataclass(frozen=True)
+class LabelledItem:
+    """An item with the tags people confirmed on it."""
+
+    item_id: int
+    text: str
+    tags: list[str]
+
+
+def labelled_items(session: Session) -> list[LabelledItem]:
+    """Items with at least one present human label on a current tag, oldest first."""
+    rows = session.execute(
+        select(Item.id, Item.text, func.array_agg(Tag.name).label("tags"))
+        .join(ItemLabel, ItemLabel.item_id == Item.id)
+        .join(Tag, Tag.id == ItemLabel.tag_id)
+        .where(ItemLabel.present, Tag.retired_at.is_(None))
+        .group_by(Item.id)
+        .order_by(Item.id)
+    ).all()
+    return [LabelledItem(int(r.id), r.text, sorted(r.tags)) for r in rows]
+
+
+def labels_since(session: Session, since: datetime | None) -> int:
+    """Human decisions made after `since` (all of them when None)."""
+    query = select(func.count()).select_from(ItemLabel)
+    if since is not None:
+        query = query.where(ItemLabel.decided_at > since)
+    return int(session.scalar(query) or 0)
+
+
+def scored_pairs(session: Session) -> list[ScoredPair]:
+    rows = session.execute(select(TrainingPair.a, TrainingPair.b, TrainingPair.score).order_by(TrainingPair.id))
+    return [ScoredPair(r.a, r.b, float(r.score)) for r in rows]
+
+
+def add_pairs(session: Session, pairs: list[ScoredPair], *, source: str) -> int:
+    """Insert vocabulary pairs; a pair already stored gets the new score. Returns how many were written."""
+    if not pairs:
+        return 0
+    statement = insert(TrainingPair).values([{"a": p.a, "b": p.b, "score": p.score, "source": source} for p in pairs])
+    statement = statement.on_conflict_do_update(
+        index_elements=["a", "b"], set_={"score": statement.excluded.score, "source": statement.excluded.source}
+    )
+    session.execute(statement)
+    return len(pairs)
+
+
+def try_retrain_lock(connection: Connection) -> bool:
+    """Session-level lock held for the whole run (training outlives any one transaction); False if taken."""
+    return bool(connection.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": RETRAIN_LOCK}))
+
+
+def release_retrain_lock(connection: Connection) -> None:
+    connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": RETRAIN_LOCK})
