@@ -1,0 +1,72 @@
+"""Pure parts of retraining: pairs, batch order, the gate's decision, pair files, the held-out split."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from worker.errors import ConfigurationError
+from worker.evaluation.retrain import same_tag_retrieval
+from worker.pipeline.retrain import decide, distinct_tag_order, read_scored_pairs, same_tag_pairs
+from worker.retraining import split_holdout
+from worker.store.training import LabelledItem
+
+
+def test_same_tag_pairs_never_pair_a_text_with_itself_and_skip_lonely_tags() -> None:
+    texts = ["a1", "a2", "a3", "b1", "c1", "c2"]
+    labels = ["a", "a", "a", "b", "c", "c"]
+    pairs = same_tag_pairs(texts, labels, per_text=5, max_pairs=100, seed=0)
+    assert all(anchor != positive for anchor, positive, _ in pairs)
+    assert {tag for _, _, tag in pairs} == {"a", "c"}
+    assert len(pairs) == 3 * 2 + 2 * 1
+    assert len(same_tag_pairs(texts, labels, per_text=5, max_pairs=3, seed=0)) == 3
+
+
+def test_distinct_tag_order_keeps_tags_apart_within_a_batch() -> None:
+    tags = [t for t in "abcdefgh" for _ in range(5)]
+    order = distinct_tag_order(tags, 4, random.Random(0))
+    assert sorted(order) == list(range(len(tags)))
+    for start in range(0, len(order), 4):
+        block = [tags[i] for i in order[start : start + 4]]
+        assert len(block) == len(set(block)), block
+
+
+@pytest.mark.parametrize(
+    ("after", "promote", "why"),
+    [
+        ({"accuracy": 80.2, "ndcg10": 70.0}, False, "below the margin"),
+        ({"accuracy": 85.0, "ndcg10": 60.0}, False, "nDCG@10 dropped 10.00"),
+        ({"accuracy": 85.0, "ndcg10": 69.5}, True, "promoted"),
+    ],
+)
+def test_the_gate_needs_a_margin_and_no_retrieval_loss(after: dict[str, float], promote: bool, why: str) -> None:
+    decision = decide({"accuracy": 80.0, "ndcg10": 70.0}, after, min_gain=0.5, max_ndcg_drop=1.0)
+    assert decision.promote is promote and why in decision.reason
+
+
+def test_pair_files_name_the_bad_line(tmp_path: Path) -> None:
+    good = tmp_path / "pairs.jsonl"
+    good.write_text('{"a": "CAC", "b": "customer acquisition cost", "score": 1.0}\n\n')
+    assert read_scored_pairs(good)[0].b == "customer acquisition cost"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"a": "CAC", "b": "cost", "score": 1}\n{"a": "x", "b": "y", "score": 3}\n')
+    with pytest.raises(ConfigurationError, match=r"bad\.jsonl:2: score 3\.0 is outside 0\.\.1"):
+        read_scored_pairs(bad)
+
+
+def test_the_holdout_is_stable_and_disjoint() -> None:
+    items = [LabelledItem(i, f"text {i}", ["t"]) for i in range(1000)]
+    train, holdout = split_holdout(items, 0.2)
+    assert 150 < len(holdout) < 250 and not {i.item_id for i in train} & {i.item_id for i in holdout}
+    assert [i.item_id for i in split_holdout(list(reversed(items)), 0.2)[1]] == sorted(
+        (i.item_id for i in holdout), reverse=True
+    )
+
+
+def test_same_tag_retrieval_is_perfect_when_tags_are_separated() -> None:
+    vectors = np.array([[1, 0], [0.99, 0.14], [0, 1], [0.14, 0.99]], dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    assert same_tag_retrieval(vectors, ["a", "a", "b", "b"]) == {"ndcg10": 100.0, "mrr": 100.0}
