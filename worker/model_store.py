@@ -31,8 +31,8 @@ def save_model(model: Any, root: Path, name: str) -> Path:
     return final
 
 
-def verify_model_dir(path: str | Path, *, dims: int | None = None) -> None:
-    """Raise ModelLoadError, naming what is wrong, unless `path` loads and encodes with the expected size."""
+def verify_model_dir(path: str | Path, *, dims: int | None = None) -> int:
+    """The vector size of the model in `path`; ModelLoadError naming what is wrong unless it loads and encodes."""
     directory = Path(path)
     if not directory.is_dir():
         raise ModelLoadError(f"model directory {directory} does not exist")
@@ -50,3 +50,4 @@ def verify_model_dir(path: str | Path, *, dims: int | None = None) -> None:
         raise ModelLoadError(f"model directory {directory} does not load ({type(exc).__name__}: {exc})") from exc
     if dims is not None and vector.shape[1] != dims:
         raise ModelLoadError(f"model directory {directory} makes {vector.shape[1]}-d vectors, expected {dims}")
+    return int(vector.shape[1])

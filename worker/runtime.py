@@ -90,7 +90,10 @@ def load_serving_model(engine: Engine, settings: Settings) -> tuple[SentenceTran
                 f"the active model version {active.name} is at {active.path}, which this machine cannot read; "
                 "share the model store (TAGWORKER_TRAINING__STORE_DIR) with every worker, or `tagworker model rollback`"
             )
-        log.info("serving active model version %s from %s", active.name, active.path)
+        # A version fine-tuned from the configured model is the normal case; another base model is worth a warning.
+        level = logging.INFO if active.base_model == settings.model.name_or_path else logging.WARNING
+        log.log(level, "serving the active model version %s from %s (configured: %s)", active.name, active.path,
+                settings.model.name_or_path)  # fmt: skip
         model = settings.model.model_copy(update={"name_or_path": active.path})
         return load_embedder(model, cache_dir=cache_dir, version_name=active.name), active.id
     embedder = load_embedder(settings.model, cache_dir=cache_dir)

@@ -59,15 +59,33 @@ def list_models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
 
 
 @model_app.command("promote")
-def promote(version: Annotated[str, typer.Argument(help="Version id or name (see `tagworker model list`).")]) -> None:
+def promote(
+    version: Annotated[str, typer.Argument(help="Version id or name (`tagworker model list`), or a model directory.")],
+) -> None:
     """Make VERSION active after checking its directory loads; workers switch at their next batch."""
     from worker.store.model_versions import find_version
 
     with clean_errors():
         _, urls = settings_and_urls(start_embedded=False)
-        with session_scope(get_engine(urls.database_url)) as session:
+        engine = get_engine(urls.database_url)
+        if Path(version).expanduser().is_dir():
+            version = _register_directory(engine, Path(version).expanduser().resolve())
+        with session_scope(engine) as session:
             target = find_version(session, version)
         _switch_to(urls.database_url, target)
+
+
+def _register_directory(engine: Any, directory: Path) -> str:
+    """A model directory becomes a candidate version (once); returns its name."""
+    from worker.model_store import verify_model_dir
+    from worker.pipeline.embed import version_name_for
+    from worker.store.model_versions import register_model_version
+
+    dims = verify_model_dir(directory)
+    name = version_name_for(str(directory), str(directory))
+    with engine.begin() as connection:
+        register_model_version(connection, name=name, base_model=str(directory), path=str(directory), dims=dims)
+    return name
 
 
 @model_app.command("rollback")
