@@ -8,6 +8,7 @@ throughout: promotion is one transaction, and workers switch at their next batch
 from __future__ import annotations
 
 import logging
+import os
 import time
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -69,6 +70,16 @@ class TrainingSet:
     pairs: list[tuple[str, str, str]]
     vocabulary: list[ScoredPair]
     taxonomy: Taxonomy | None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """The version being trained: its row, its name, the version it starts from."""
+
+    version_id: int
+    name: str
+    parent: VersionInfo
+    started: float
 
 
 def split_holdout(items: list[LabelledItem], share: float) -> tuple[list[LabelledItem], list[LabelledItem]]:
@@ -147,7 +158,8 @@ class RetrainService:
         started = time.perf_counter()
         try:
             data_set = TrainingSet(train, holdout, pairs, vocabulary, taxonomy[1] if taxonomy else None)
-            return self._train(version_id, name, active, data_set, params, show_progress=show_progress)
+            candidate = Candidate(version_id, name, active, started)
+            return self._train(candidate, data_set, params, show_progress=show_progress)
         except Exception as exc:
             log.exception("retraining candidate %d failed", version_id)
             reason = f"{type(exc).__name__}: {exc}"[:2000]
@@ -158,14 +170,24 @@ class RetrainService:
             return RetrainSummary("failed", reason, version_id)
 
     def _train(
-        self, version_id: int, name: str, active: VersionInfo, data: TrainingSet, params: TrainParams, *,
-        show_progress: bool,
-    ) -> RetrainSummary:  # fmt: skip
+        self, candidate: Candidate, data: TrainingSet, params: TrainParams, *, show_progress: bool
+    ) -> RetrainSummary:
+        import torch
         from sentence_transformers import SentenceTransformer
 
-        started = time.perf_counter()
         device = pick_device(self.settings.model.device)
-        model = SentenceTransformer(active.path, device=device, trust_remote_code=False)
+        model = SentenceTransformer(candidate.parent.path, device=device, trust_remote_code=False)
+        # A pool process is pinned to its share of the cores for ingest; training may use all of them.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(os.cpu_count() or threads)
+        try:
+            return self._train_model(model, candidate, data, params, show_progress=show_progress)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _train_model(
+        self, model: Any, candidate: Candidate, data: TrainingSet, params: TrainParams, *, show_progress: bool
+    ) -> RetrainSummary:
         gate_train, gate_test = as_labelled(data.train), as_labelled(data.holdout)
 
         def metrics(label: str) -> dict[str, Any]:
@@ -173,14 +195,14 @@ class RetrainService:
             embedder = SentenceTransformerEmbedder(model, version_name=label, batch_size=64, max_chunks=8)
             return score_model(embedder, gate_train, gate_test, seed=params.seed, taxonomy=data.taxonomy)
 
-        before = metrics(active.name)
+        before = metrics(candidate.parent.name)
         scratch = self.settings.model_store / ".work"
         result = fine_tune(
             model, data.pairs, scored=data.vocabulary, params=params, output_dir=scratch, show_progress=show_progress
         )
-        after = metrics(name)
-        path = save_model(model, self.settings.model_store, name)
-        verify_model_dir(path, dims=active.dims)
+        after = metrics(candidate.name)
+        path = save_model(model, self.settings.model_store, candidate.name)
+        verify_model_dir(path, dims=candidate.parent.dims)
         decision = decide(
             before, after, min_gain=self.settings.training.min_gain, max_ndcg_drop=self.settings.training.max_ndcg_drop
         )
@@ -188,12 +210,12 @@ class RetrainService:
                            "device": result.device}  # fmt: skip
         with session_scope(self.engine) as session:
             finish_candidate(
-                session, version_id, status="candidate" if decision.promote else "rejected", metrics=summary_metrics,
-                path=str(path), seconds=time.perf_counter() - started, reason=decision.reason,
+                session, candidate.version_id, status="candidate" if decision.promote else "rejected",
+                metrics=summary_metrics, path=str(path), seconds=time.perf_counter() - candidate.started,
+                reason=decision.reason,
             )  # fmt: skip
             if decision.promote:
-                activate(session, version_id)
+                activate(session, candidate.version_id)
             session.commit()
-        return RetrainSummary(
-            "promoted" if decision.promote else "rejected", decision.reason, version_id, summary_metrics
-        )
+        status = "promoted" if decision.promote else "rejected"
+        return RetrainSummary(status, decision.reason, candidate.version_id, summary_metrics)
