@@ -1,0 +1,61 @@
+"""Fault injectors: kill or stop a worker, restart Redis or PostgreSQL under it, a pickle that must never load."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from worker import embedded
+from worker.chaos.stack import ChaosStack
+
+
+def kill_worker(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the worker and its pool processes at once, as a lost host or the OOM killer would."""
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def terminate_worker(process: subprocess.Popen[bytes], *, grace_s: float) -> float | None:
+    """SIGTERM (a deploy): seconds until the worker exited, or None if it outlived the grace (then SIGKILL)."""
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        kill_worker(process)
+        return None
+    return round(time.monotonic() - started, 2)
+
+
+def restart_redis(stack: ChaosStack, *, down_s: float = 1.0) -> None:
+    """Shut Redis down (its AOF is written first) and start it again on the same port with the same data."""
+    embedded.stop_redis(stack.redis_port)
+    time.sleep(down_s)
+    embedded.start_redis(stack.data_dir / "redis", stack.redis_port)
+
+
+def restart_postgres(stack: ChaosStack, *, down_s: float = 0.5) -> None:
+    """A fast shutdown (open sessions end, transactions in progress roll back), then start again."""
+    embedded.stop_postgres(stack.data_dir)
+    time.sleep(down_s)
+    embedded.start_postgres(stack.data_dir)
+    stack.engine.dispose()
+
+
+class PickleBomb:
+    """Unpickling this creates `marker`: if the file ever exists, some process loaded a pickle it was sent."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return (Path.touch, (self.marker,))
+
+
+def pickle_task_body(marker: Path) -> bytes:
+    """A Celery protocol-2 body, (args, kwargs, embed), whose only argument is a `PickleBomb`."""
+    return pickle.dumps(([PickleBomb(marker)], {}, {"callbacks": None, "errbacks": None, "chain": None}))
