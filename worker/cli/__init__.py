@@ -8,7 +8,17 @@ import sys
 
 import typer
 
-from worker.cli import bench_cmd, cluster_cmds, data_cmds, eval_cmds, model_cmds, run_cmds, search_cmds, tag_cmds
+from worker.cli import (
+    bench_cmd,
+    chaos_cmd,
+    cluster_cmds,
+    data_cmds,
+    eval_cmds,
+    model_cmds,
+    run_cmds,
+    search_cmds,
+    tag_cmds,
+)
 
 app = typer.Typer(
     name="tagworker",
@@ -24,6 +34,7 @@ search_cmds.register(app)
 eval_cmds.register(app)
 tag_cmds.register(app)
 cluster_cmds.register(app)
+chaos_cmd.register(app)
 model_cmds.register(app)
 
 
