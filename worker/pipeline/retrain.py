@@ -33,10 +33,10 @@ class TrainParams:
     """Caps and hyperparameters of one fine-tuning run."""
 
     epochs: int = 1
-    batch_size: int = 32
-    learning_rate: float = 5e-5
+    batch_size: int = 64
+    learning_rate: float = 1e-4
     warmup_ratio: float = 0.1
-    positives_per_text: int = 4
+    positives_per_text: int = 7
     max_pairs: int = 20_000
     max_steps: int = 2_000
     seed: int = 0
@@ -214,13 +214,16 @@ def fine_tune(
             {"a": [p.a for p in scored], "b": [p.b for p in scored], "score": [float(p.score) for p in scored]}
         )
         losses["vocabulary"] = CoSENTLoss(model)
-    steps_per_epoch = sum(-(-len(d) // params.batch_size) for d in datasets.values())
+    # A batch holds each tag at most once (see DistinctTagBatchSampler), so it cannot be larger than the tags.
+    tags = len({p[2] for p in ordered})
+    batch_size = max(2, min(params.batch_size, tags)) if ordered else params.batch_size
+    steps_per_epoch = sum(-(-len(d) // batch_size) for d in datasets.values())
     cuda = torch.cuda.is_available()
     args = SentenceTransformerTrainingArguments(
         output_dir=str(output_dir),
         num_train_epochs=params.epochs,
         max_steps=min(params.max_steps, steps_per_epoch * params.epochs),
-        per_device_train_batch_size=params.batch_size,
+        per_device_train_batch_size=batch_size,
         learning_rate=params.learning_rate,
         warmup_ratio=params.warmup_ratio,
         seed=params.seed,
