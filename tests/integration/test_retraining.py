@@ -112,10 +112,17 @@ def test_without_enough_new_labels_nothing_trains(own_db: str, tmp_path: Path) -
     assert summary.status == "skipped" and "6 new human labels" in summary.reason
 
 
-def test_the_gate_rejects_a_candidate_that_is_not_better_and_keeps_it(own_db: str, tmp_path: Path) -> None:
+def test_the_gate_rejects_a_candidate_that_is_not_better_and_keeps_it(
+    own_db: str, tmp_path: Path, stack: ServiceUrls
+) -> None:
     engine = get_engine(own_db)
     stock = stock_version(engine)
     label_items(engine)
+    pairs = Path(__file__).parents[2] / "samples" / "marketing-pairs.jsonl"
+    env = service_env(ServiceUrls(own_db, stack.broker_url))
+    added = subprocess.run([sys.executable, "-m", "worker.cli", "train", "pairs", "add", str(pairs)], env=env,
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert added.returncode == 0 and "stored 12 vocabulary pairs" in added.stderr, added.stderr
     summary = RetrainService(engine=engine, settings=settings_for(tmp_path, min_gain=50)).run(force=True)
     assert summary.status == "rejected", summary
     assert "below the margin 50" in summary.reason
@@ -123,6 +130,7 @@ def test_the_gate_rejects_a_candidate_that_is_not_better_and_keeps_it(own_db: st
     candidate = rows[-1]
     assert candidate.status == "rejected" and candidate.parent_id == stock and Path(candidate.path or "").is_dir()
     assert {"before", "after"} <= set(candidate.metrics) and candidate.data["pairs"] > 0 and candidate.seconds
+    assert candidate.data["vocabulary_pairs"] == 12
     with session_scope(engine) as session:
         assert active_version(session).id == stock  # type: ignore[union-attr]
 
