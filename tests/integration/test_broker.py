@@ -41,6 +41,17 @@ def send(connection: Connection, queue: Queue, bodies: list[dict[str, int]]) -> 
             producer.publish(body, exchange=queue.exchange, routing_key=queue.routing_key, declare=[queue])
 
 
+def take_without_tracking(connection: Connection, queue: Queue) -> tuple[Channel, bytes]:
+    """Redis hands a message over; the "worker" dies before kombu records it in `unacked`."""
+    channel: Channel = connection.default_channel
+    channel.basic_consume(queue.name, no_ack=False, callback=lambda message: None, consumer_tag="test")
+    connection.transport.cycle._register_BRPOP(channel)  # sends the BLMOVE, as the event loop does
+    raw = channel.client.parse_response(channel.client.connection, "BLMOVE")
+    channel._in_poll = None
+    assert raw is not None
+    return channel, raw
+
+
 def waiting(channel: Channel, queue: Queue) -> int:
     return int(channel.client.llen(queue.name))
 
@@ -67,13 +78,8 @@ def test_a_message_taken_by_a_worker_that_died_before_tracking_it_is_put_back(
     connection: Connection, queue: Queue
 ) -> None:
     send(connection, queue, [{"n": 42}])
-    channel: Channel = connection.default_channel
-    channel.basic_consume(queue.name, no_ack=False, callback=lambda message: None, consumer_tag="test")
-    # Redis hands the message over; the "worker" dies before kombu records it in `unacked`.
-    connection.transport.cycle._register_BRPOP(channel)  # sends the BLMOVE, as the event loop does
-    raw = channel.client.parse_response(channel.client.connection, "BLMOVE")
-    channel._in_poll = None
-    assert raw is not None and waiting(channel, queue) == 0
+    channel, _ = take_without_tracking(connection, queue)
+    assert waiting(channel, queue) == 0
     assert channel.client.hlen(channel.unacked_key) == 0, "kombu never saw it: with BRPOP it would be gone"
 
     assert channel.qos.restore_stranded() == 0, "first sighting: a live worker may still be about to track it"
@@ -85,11 +91,7 @@ def test_a_message_taken_by_a_worker_that_died_before_tracking_it_is_put_back(
 
 def test_an_inflight_entry_is_put_back_at_most_once(connection: Connection, queue: Queue) -> None:
     send(connection, queue, [{"n": 7}])
-    channel: Channel = connection.default_channel
-    channel.basic_consume(queue.name, no_ack=False, callback=lambda message: None, consumer_tag="test")
-    connection.transport.cycle._register_BRPOP(channel)  # sends the BLMOVE, as the event loop does
-    raw = channel.client.parse_response(channel.client.connection, "BLMOVE")
-    channel._in_poll = None
+    channel, raw = take_without_tracking(connection, queue)
     assert channel.put_back(channel.client, raw) == 1
     assert channel.put_back(channel.client, raw) == 0, "an entry is put back at most once"
     assert waiting(channel, queue) == 1
