@@ -134,12 +134,20 @@ def fuzz(stack: ChaosStack, params: ChaosParams, report: Progress) -> FaultResul
 
 
 def sql_texts_verbatim(stack: ChaosStack, payloads: list[Any]) -> dict[str, int]:
-    """Stored items whose text looks like SQL, and how many of them hold exactly the text sent (never run)."""
-    sent = [p for p in payloads if isinstance(p, dict) and p.get("text") in SQL_TEXTS and "event_id" in p]
+    """Stored items whose text looks like SQL, and how many of them hold exactly the text sent (never run).
+
+    Only event ids sent with one text count: the fuzz reuses ids on purpose, and a reused id whose first use
+    was rejected is legitimately stored with the second text.
+    """
+    texts: dict[str, set[Any]] = {}
+    for p in payloads:
+        if isinstance(p, dict) and isinstance(p.get("event_id"), str):
+            texts.setdefault(p["event_id"], set()).add(str(p.get("text")))
+    sent = {e: t.pop() for e, t in texts.items() if len(t) == 1 and next(iter(t)) in SQL_TEXTS}
     with stack.engine.connect() as conn:
         stored, verbatim = conn.execute(
             text("SELECT count(DISTINCT i.id), count(DISTINCT i.id) FILTER (WHERE i.text = s.t) FROM items i "
                  "JOIN unnest(CAST(:ids AS text[]), CAST(:texts AS text[])) AS s(e, t) ON i.event_id::text = s.e"),
-            {"ids": [str(p["event_id"]) for p in sent], "texts": [p["text"] for p in sent]},
+            {"ids": list(sent), "texts": list(sent.values())},
         ).one()  # fmt: skip
     return {"sql_texts_stored": int(stored), "sql_texts_stored_verbatim": int(verbatim)}
