@@ -57,6 +57,7 @@ def test_every_fuzzed_payload_is_stored_or_rejected_with_a_reason(run_fault) -> 
     result = run_fault("fuzz")
     assert result["payloads"] >= 2000
     assert result["rejected_without_reason"] == 0
+    assert result["failed_not_invalid"] == 0, "no payload of the fuzz should fail for infrastructure reasons"
     assert result["stored"] > 0 and result["rejected"] > 0
     assert result["worker_survived"]
     assert result["pickle_executed"] is False

@@ -34,6 +34,9 @@ def test_an_event_recorded_as_failed_and_also_stored_is_a_duplicate_effect() -> 
     counts = classify([describe("m1", EVENT)], found(items={EVENT["event_id"]: STORED_AT},
                                                      rejected={"m1": ("failed", "not stored")}))  # fmt: skip
     assert counts.duplicate_effects == 1
+    reused = [describe("m1", EVENT), describe("m2", dict(EVENT, text="other"))]
+    counts = classify(reused, found(items={EVENT["event_id"]: STORED_AT}, rejected={"m2": ("failed", "not stored")}))
+    assert counts.duplicate_effects == 0, "a failed reuse of the id for other content was not stored twice"
 
 
 def test_a_reused_id_with_other_content_must_be_rejected_not_silently_dropped() -> None:

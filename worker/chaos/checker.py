@@ -9,7 +9,8 @@ either (the issue asks for a `rejected_events` row; today's worker only logs it)
 `duplicate_effects` (must be 0) counts effects that happened more than once: more than one item row per event
 id or per (kind, external id), more than one embedding per item and model version, more than one correction or
 rejection row per key, a message recorded as failed whose event was stored all the same, and an event id sent
-with different contents whose other contents were stored silently instead of rejected.
+with different contents whose other contents were stored silently instead of rejected. (A message recorded as
+failed counts only when no other message reused its event id for other content: then it is one event twice.)
 
 `re_executions` (allowed) is computed by the scenario from the workers' logs: see `ChaosStack.batch_receipts`.
 """
@@ -123,6 +124,10 @@ def classify(entries: list[Sent], found: Found, logged_refusals: Collection[str]
         logged_refusals: message ids that a worker logged as refused before any task ran.
     """
     counts = Counts(sent=len(entries))
+    hashes_by_id: dict[str, set[str]] = defaultdict(set)
+    for entry in entries:
+        if entry.event_id:
+            hashes_by_id[entry.event_id].add(entry.sha256)
     silently_kept: dict[str, set[str]] = defaultdict(set)  # event id -> hashes stored without a rejection
     for entry in entries:
         rejection = found.rejected.get(entry.message_id)
@@ -130,7 +135,9 @@ def classify(entries: list[Sent], found: Found, logged_refusals: Collection[str]
         if rejection is not None:
             counts.rejected += 1
             counts.rejected_without_reason += not rejection[1].strip()
-            counts.duplicate_effects += rejection[0] == "failed" and stored
+            # Recorded as failed yet stored: twice only if every message with this id said the same thing.
+            same_event = bool(entry.event_id) and len(hashes_by_id[entry.event_id or ""]) == 1
+            counts.duplicate_effects += rejection[0] == "failed" and stored and same_event
         elif stored:
             counts.stored += 1
             if entry.event_id:

@@ -126,8 +126,11 @@ def fuzz(stack: ChaosStack, params: ChaosParams, report: Progress) -> FaultResul
     ledger.publish(stack.producer, payloads, queue=QUEUE)
     marker = publish_refusable(stack, ledger)
     result = watch.settle(ledger, timeout_s=params.settle_s)
+    with stack.engine.connect() as conn:
+        sql = "SELECT count(*) FROM rejected_events WHERE status = 'failed' AND message_id = ANY(:m)"
+        failed = conn.execute(text(sql), {"m": [e.message_id for e in ledger.entries]}).scalar_one()
     result.checks.update(
-        payloads=len(payloads), refusable_messages=3, pickle_executed=marker.exists(),
+        failed_not_invalid=int(failed), payloads=len(payloads), refusable_messages=3, pickle_executed=marker.exists(),
         worker_survived=worker.poll() is None, **sql_texts_verbatim(stack, payloads),
     )  # fmt: skip
     return result
