@@ -94,11 +94,15 @@ class ClusteringSettings(BaseModel):
     min_items: int = Field(default=30, ge=2, le=1_000_000)
     dims: int = Field(default=30, ge=2, le=384)
     smoothing_k: int = Field(default=10, ge=1, le=100)
+    # Neighbours (besides itself) whose clusters count as linked when HDBSCAN's pieces are merged into themes.
+    link_k: int = Field(default=20, ge=1, le=200)
     min_cluster_size: int = Field(default=12, ge=2, le=10_000)
     min_samples: int = Field(default=1, ge=1, le=1000)
     merge_similarity: float = Field(default=0.9, ge=0, le=1)
     noise_similarity: float = Field(default=0.3, ge=-1, le=1)
     max_fit_items: int = Field(default=20_000, ge=100, le=1_000_000)
+    # Items the silhouette is scored on when HDBSCAN's pieces are merged into themes; 0 skips that merge.
+    silhouette_items: int = Field(default=5_000, ge=0, le=1_000_000)
 
 
 class TrainingSettings(BaseModel):

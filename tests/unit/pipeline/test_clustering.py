@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from worker.pipeline.cluster import NOISE, ClusterParams, assign, cluster_vectors, unit_rows
+from worker.pipeline.cluster import NOISE, ClusterParams, assign, cluster_vectors, merge_by_silhouette, unit_rows
 from worker.pipeline.cluster_labels import ctfidf_keywords, representatives, short_label
 from worker.pipeline.cluster_match import match_clusters
 
@@ -30,6 +30,18 @@ def test_far_away_items_are_noise_and_too_few_items_are_all_noise() -> None:
     result = cluster_vectors(np.vstack([vectors, outlier]), ClusterParams(dims=10, min_cluster_size=8))
     assert result.labels[-1] == NOISE
     assert cluster_vectors(vectors[:3], ClusterParams(min_cluster_size=8)).n_clusters == 0
+
+
+def test_silhouette_merge_joins_halves_of_a_theme_and_keeps_themes_apart() -> None:
+    vectors, truth = blobs(30, 3)
+    halves = truth * 2 + np.arange(len(truth)) % 2  # each theme cut in two interleaved pieces
+    links = np.zeros((6, 6))
+    np.add.at(links, (halves[:-1], halves[1:]), 1)  # neighbours within a theme: the pieces touch
+    links += links.T
+    everyone = np.arange(len(vectors))
+    assert merge_by_silhouette(vectors, halves, links, everyone).tolist() == [0, 0, 1, 1, 2, 2]
+    # Whole themes stay apart, even when links would join them first.
+    assert merge_by_silhouette(vectors, truth, np.ones((3, 3)), everyone).tolist() == [0, 1, 2]
 
 
 def test_assign_uses_the_threshold() -> None:
