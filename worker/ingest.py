@@ -96,6 +96,16 @@ class IngestService:
         return summary
 
     def _process(self, parsed: list[Accepted | Rejection], summary: BatchSummary) -> None:
+        try:
+            self._process_once(parsed, summary)
+        except IntegrityError:
+            # A batch running at the same time stored one of these event ids first (for other content, or the
+            # same). Sorting again against what is stored now rejects or skips that event alone; retrying the
+            # same write could only fail the whole batch.
+            log.warning("a concurrent batch stored some of these event ids first; sorting the batch again")
+            self._process_once(parsed, summary)
+
+    def _process_once(self, parsed: list[Accepted | Rejection], summary: BatchSummary) -> None:
         event_ids = [p.event.event_id for p in parsed if isinstance(p, Accepted)]
         stored = self._with_retries(lambda s: known_event_hashes(s, event_ids))
         batch = sort_batch(parsed, stored)
@@ -106,7 +116,7 @@ class IngestService:
         prediction = self._predict(outcome)
         themes = self._themes(outcome)
         written = self._with_retries(
-            lambda s: self._write(s, batch, outcome, prediction, themes, rejections), commit=True
+            lambda s: self._write(s, batch, outcome, prediction, themes, rejections), commit=True, integrity=False
         )
         summary.stored, summary.corrections = written
         summary.duplicates = batch.duplicates
@@ -171,7 +181,9 @@ class IngestService:
         record_rejections(session, rejections + unapplied)
         return len(written), applied
 
-    def _with_retries(self, work: Callable[[Session], T], *, commit: bool = False) -> T:
+    def _with_retries(self, work: Callable[[Session], T], *, commit: bool = False, integrity: bool = True) -> T:
+        """Run `work` in a fresh session, retrying transient errors with backoff; `integrity=False` hands a unique
+        violation back at once (the caller re-sorts the batch instead)."""
         attempts = self.batching.db_retries + 1
         for attempt in range(1, attempts + 1):
             try:
@@ -181,7 +193,7 @@ class IngestService:
                         session.commit()
                     return result
             except Exception as exc:
-                if not is_transient(exc) or attempt == attempts:
+                if not is_transient(exc) or attempt == attempts or (isinstance(exc, IntegrityError) and not integrity):
                     raise
                 delay = self.batching.db_retry_base_s * 2 ** (attempt - 1) * random.uniform(0.8, 1.2)
                 log.warning(
