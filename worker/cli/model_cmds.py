@@ -34,6 +34,10 @@ def _row(version: Any) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _change(before_after: list[Any]) -> str:
+    return "" if before_after[1] is None else f"{before_after[0]} -> {before_after[1]}"
+
+
 @model_app.command("list")
 def list_models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Every version: stock, candidates (promoted, rejected, failed), with the gate's before/after metrics."""
@@ -50,11 +54,10 @@ def list_models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
         for column in ("id", "name", "status", "from", "accuracy", "nDCG@10", "backfill", "reason"):
             table.add_column(column, overflow="fold")
         for r in rows:
-            pair = lambda v: "" if v[1] is None else f"{v[0]} -> {v[1]}"  # noqa: E731
             fill = r["backfill"]
             progress = f"{fill.get('done', 0)}/{fill.get('total', 0)}" if fill else ""
-            table.add_row(str(r["id"]), r["name"], r["status"], str(r["parent_id"] or ""), pair(r["accuracy"]),
-                          pair(r["ndcg10"]), progress, (r["reason"] or "")[:120])  # fmt: skip
+            table.add_row(str(r["id"]), r["name"], r["status"], str(r["parent_id"] or ""), _change(r["accuracy"]),
+                          _change(r["ndcg10"]), progress, (r["reason"] or "")[:120])  # fmt: skip
         console.print(table)
 
 

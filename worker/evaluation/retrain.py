@@ -57,8 +57,10 @@ def score_model(
     taxonomy: Taxonomy | None = None,
 ) -> dict[str, Any]:
     """Tagging (the worker's fit and predict) and same-tag retrieval of one model."""
-    tagging = evaluate_tagging(embedder, train, test, taxonomy=taxonomy, seed=seed, progress=progress)
-    vectors = embed_all(embedder, test.texts, progress, f"retrieval {embedder.version_name}")
+    vectors = embed_all(embedder, test.texts, progress, f"embed test {embedder.version_name}")
+    tagging = evaluate_tagging(
+        embedder, train, test, taxonomy=taxonomy, seed=seed, progress=progress, test_vectors=vectors
+    )
     retrieval = same_tag_retrieval(vectors, [tags[0] for tags in test.tags])
     keep = ("accuracy", "macro_f1", "coverage")
     return {name: tagging[name] for name in keep} | retrieval

@@ -6,7 +6,6 @@ multi-label when any line has several tags. The same `fit_tagger` and `Tagger` r
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable
@@ -18,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from worker.errors import ConfigurationError
+from worker.jsonl import json_lines
 from worker.pipeline.embed import Embedder
 from worker.pipeline.tag import Tagger
 from worker.pipeline.tag_fit import FitParams, LabelledSet, fit_tagger, tag_text_vectors
@@ -36,20 +36,17 @@ class Labelled:
 
 def read_labelled(path: Path) -> Labelled:
     """Read `{"text", "tags"}` lines; a line without text or tags is an error that names the line."""
+    expected = '{"text": str, "tags": [str]}'
     texts, tags = [], []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                text, row_tags = row["text"], row["tags"]
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise ConfigurationError(f'{path}:{number}: expected {{"text": str, "tags": [str]}} ({exc})') from None
-            if not isinstance(text, str) or not text.strip() or not isinstance(row_tags, list) or not row_tags:
-                raise ConfigurationError(f"{path}:{number}: needs a non-empty text and at least one tag")
-            texts.append(text)
-            tags.append([str(t) for t in row_tags])
+    for number, row in json_lines(path, expected):
+        try:
+            text, row_tags = row["text"], row["tags"]
+        except (KeyError, TypeError) as exc:
+            raise ConfigurationError(f"{path}:{number}: expected {expected} ({exc})") from None
+        if not isinstance(text, str) or not text.strip() or not isinstance(row_tags, list) or not row_tags:
+            raise ConfigurationError(f"{path}:{number}: needs a non-empty text and at least one tag")
+        texts.append(text)
+        tags.append([str(t) for t in row_tags])
     if not texts:
         raise ConfigurationError(f"{path} has no labelled lines")
     return Labelled(texts, tags)
@@ -141,8 +138,9 @@ def evaluate_tagging(
     seed: int = 0,
     baseline: bool = False,
     progress: Progress = lambda *_: None,
+    test_vectors: NDArray[np.float32] | None = None,
 ) -> dict[str, Any]:
-    """Fit on `train` (or on tag texts alone with `zero_shot`), score on `test`."""
+    """Fit on `train` (or on tag texts alone with `zero_shot`), score on `test` (its vectors when already made)."""
     started = time.perf_counter()
     names_only = taxonomy is None
     taxonomy = taxonomy or taxonomy_for(train, test)
@@ -155,7 +153,9 @@ def evaluate_tagging(
             embed_all(embedder, train.texts, progress, "embed train"), [frozenset(t) for t in train.tags]
         )
     tagger = fit_tagger(taxonomy, tag_vectors, labelled, FitParams(seed=seed), zero_shot=zero_shot)
-    result: dict[str, Any] = score(tagger, embed_all(embedder, test.texts, progress, "embed test"), test.tags)
+    if test_vectors is None:
+        test_vectors = embed_all(embedder, test.texts, progress, "embed test")
+    result: dict[str, Any] = score(tagger, test_vectors, test.tags)
     result |= {
         "seconds": round(time.perf_counter() - started, 1),
         "train_items": 0 if zero_shot else len(train.texts),

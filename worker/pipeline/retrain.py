@@ -10,7 +10,6 @@ in-batch "negative" is in truth a positive.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -24,6 +23,7 @@ from sentence_transformers import DefaultBatchSampler
 from torch.utils.data import RandomSampler
 
 from worker.errors import ConfigurationError
+from worker.jsonl import json_lines
 
 log = logging.getLogger(__name__)
 
@@ -88,23 +88,18 @@ def decide(before: dict[str, float], after: dict[str, float], *, min_gain: float
 
 def read_scored_pairs(path: Path) -> list[ScoredPair]:
     """`{"a": str, "b": str, "score": float in [0, 1]}` per line; a bad line is an error that names it."""
+    expected = '{"a": str, "b": str, "score": 0..1}'
     pairs = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                a, b, score = row["a"], row["b"], float(row["score"])
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                raise ConfigurationError(
-                    f'{path}:{number}: expected {{"a": str, "b": str, "score": 0..1}} ({exc})'
-                ) from None
-            if not isinstance(a, str) or not isinstance(b, str) or not a.strip() or not b.strip():
-                raise ConfigurationError(f"{path}:{number}: a and b must be non-empty strings")
-            if not 0 <= score <= 1:
-                raise ConfigurationError(f"{path}:{number}: score {score} is outside 0..1")
-            pairs.append(ScoredPair(a.strip(), b.strip(), score))
+    for number, row in json_lines(path, expected):
+        try:
+            a, b, score = row["a"], row["b"], float(row["score"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigurationError(f"{path}:{number}: expected {expected} ({exc})") from None
+        if not isinstance(a, str) or not isinstance(b, str) or not a.strip() or not b.strip():
+            raise ConfigurationError(f"{path}:{number}: a and b must be non-empty strings")
+        if not 0 <= score <= 1:
+            raise ConfigurationError(f"{path}:{number}: score {score} is outside 0..1")
+        pairs.append(ScoredPair(a.strip(), b.strip(), score))
     if not pairs:
         raise ConfigurationError(f"{path} has no pairs")
     return pairs
