@@ -82,9 +82,7 @@ class ClusterLineage(Base):
     """How a run's clusters relate to the previous run's: continued, new, split, merged, retired."""
 
     __tablename__ = "cluster_lineage"
-    __table_args__ = (
-        CheckConstraint("event IN ('continued', 'new', 'split', 'merged', 'retired')", name="event"),
-    )
+    __table_args__ = (CheckConstraint("event IN ('continued', 'new', 'split', 'merged', 'retired')", name="event"),)
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     run_id: Mapped[int] = mapped_column(Integer, ForeignKey("cluster_runs.id"), index=True)

@@ -44,6 +44,8 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, object]:
             "tagworker.backfill": {"queue": settings.broker.training_queue},
         },
         "worker_hijack_root_logger": False,
+        # Messages Celery refuses before any task runs get a rejected_events row, not only a log line.
+        "worker_consumer": "worker.refused:RecordingConsumer",
         "worker_send_task_events": False,
         "beat_schedule": {
             # Cheap when nothing changed (two queries); expires so that a backlog never stacks refits up.
@@ -76,7 +78,7 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, object]:
 def create_app(settings: Settings | None = None) -> Celery:
     """A configured app; the broker URL comes from settings or the running embedded Redis."""
     settings = settings or get_settings()
-    app = Celery("tagworker", include=["worker.tasks"])
+    app = Celery("tagworker", include=["worker.tasks", "worker.refused"])
     app.conf.update(celery_config(settings, resolve(settings).broker_url))
     return app
 

@@ -1,10 +1,8 @@
-"""Faults the worker must refuse or serialize: a missing model, concurrent clustering runs, a bad-input fuzz."""
+"""Faults the worker must refuse: a missing model, messages Celery cannot read, a bad-input fuzz."""
 
 from __future__ import annotations
 
 import subprocess
-import threading
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -12,17 +10,12 @@ from typing import Any
 from celery import Celery
 from sqlalchemy import text
 
-from worker.chaos.checker import Counts, wait_settled
 from worker.chaos.faults import pickle_task_body
 from worker.chaos.ledger import Ledger, stream
 from worker.chaos.outcome import FaultResult, Progress, Watch
 from worker.chaos.payloads import SQL_TEXTS, generate
 from worker.chaos.stack import MAX_TEXT_CHARS, QUEUE, ChaosStack
 from worker.chaos.stream_faults import ChaosParams
-from worker.clustering import ClusteringService, RunSummary
-from worker.settings import ClusteringSettings
-
-LOCKED_OUT = "another clustering run is in progress"
 
 
 def model_missing(stack: ChaosStack, params: ChaosParams, report: Progress) -> FaultResult:
@@ -50,59 +43,6 @@ def model_missing(stack: ChaosStack, params: ChaosParams, report: Progress) -> F
                           queue_untouched=untouched, bad_model_dirs=2)  # fmt: skip
     stack.producer.control.cancel_consumer(queue, reply=True, timeout=10)
     return result
-
-
-def concurrent_runs(stack: ChaosStack, params: ChaosParams, report: Progress) -> FaultResult:
-    """Two clustering runs started at the same moment: one runs, the other is turned away by the lock.
-
-    Counts: sent = runs started, stored = runs that did the work, rejected = runs turned away, lost = runs left
-    unfinished, duplicate_effects = runs that did the work at overlapping times.
-    """
-    started = time.monotonic()
-    report("concurrent_runs", 0, 2)
-    _enough_feedback(stack, params)
-    with stack.engine.connect() as conn:
-        version = conn.execute(text("SELECT id FROM model_versions WHERE status = 'active'")).scalar_one()
-    service = ClusteringService(engine=stack.engine, model_version_id=version, settings=ClusteringSettings())
-    barrier = threading.Barrier(2)
-    summaries: list[RunSummary] = []
-
-    def run() -> None:
-        barrier.wait()
-        summaries.append(service.run())
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    report("concurrent_runs", 2, 2)
-    ran = [s for s in summaries if LOCKED_OUT not in (s.message or "")]
-    with stack.engine.connect() as conn:
-        overlapping = conn.execute(
-            text("SELECT count(*) FROM cluster_runs a JOIN cluster_runs b ON a.id < b.id "
-                 "WHERE a.id = ANY(:ids) AND b.id = ANY(:ids) "
-                 "AND a.started_at < coalesce(b.finished_at, now()) AND b.started_at < coalesce(a.finished_at, now())"),
-            {"ids": [s.run_id for s in ran]},
-        ).scalar_one()  # fmt: skip
-        unfinished = conn.execute(
-            text("SELECT count(*) FROM cluster_runs WHERE id = ANY(:ids) AND finished_at IS NULL"),
-            {"ids": [s.run_id for s in summaries]},
-        ).scalar_one()
-    counts = Counts(sent=2, stored=len(ran), rejected=2 - len(ran), lost=int(unfinished),
-                    duplicate_effects=int(overlapping))  # fmt: skip
-    return FaultResult(counts, round(time.monotonic() - started, 1), {"statuses": sorted(s.status for s in summaries)})
-
-
-def _enough_feedback(stack: ChaosStack, params: ChaosParams, n: int = 200) -> None:
-    """Store some feedback first when run alone: a run over too few items would skip before taking the lock."""
-    with stack.engine.connect() as conn:
-        stored = conn.execute(text("SELECT count(*) FROM items WHERE kind = 'feedback'")).scalar_one()
-    if stored < n:
-        stack.ensure_worker()
-        ledger = Ledger()
-        ledger.publish(stack.producer, stream(n, topic="clustering"), queue=QUEUE)
-        wait_settled(stack.engine, ledger, timeout_s=params.settle_s)
 
 
 def publish_refusable(stack: ChaosStack, ledger: Ledger, producer: Celery | None = None) -> Path:

@@ -6,7 +6,8 @@ import logging
 from collections.abc import Callable, Collection
 from typing import Any
 
-from worker.chaos.guard_faults import concurrent_runs, fuzz, model_missing
+from worker.chaos.guard_faults import fuzz, model_missing
+from worker.chaos.lock_faults import concurrent_retrains, concurrent_runs
 from worker.chaos.outcome import FaultResult, Progress
 from worker.chaos.security import security
 from worker.chaos.stack import ChaosStack
@@ -25,6 +26,7 @@ FAULTS: dict[str, Fault] = {
     "model_missing": model_missing,
     "fuzz": fuzz,
     "concurrent_runs": concurrent_runs,
+    "concurrent_retrains": concurrent_retrains,
     "security": security,
 }
 
