@@ -240,9 +240,24 @@ def fine_tune(
         train_dataset=datasets if len(datasets) > 1 else next(iter(datasets.values())),
         loss=losses if len(losses) > 1 else next(iter(losses.values())),
     )
+    _quiet_stdout(trainer)
     output = trainer.train()
     seconds = time.perf_counter() - started
     log.info(
         "fine-tuned on %d pairs + %d scored in %d steps, %.1fs", len(ordered), len(scored), output.global_step, seconds
     )
     return TrainResult(len(ordered), len(scored), int(output.global_step), round(seconds, 1), str(model.device))
+
+
+def _quiet_stdout(trainer: Any) -> None:
+    """Keep the trainer's loss dicts off stdout, where `--json` commands print their result; they go to the log."""
+    from transformers import PrinterCallback, ProgressCallback
+
+    class LoggedProgress(ProgressCallback):  # type: ignore[misc]
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            if state.is_world_process_zero and logs:
+                log.info("training step %d: %s", state.global_step, logs)
+
+    trainer.remove_callback(PrinterCallback)
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(LoggedProgress)
