@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# Padding a group may add on top of its real tokens (see `length_groups`).
+PADDING_SLACK = 0.1
 
 
 def supported(model: SentenceTransformer) -> bool:
@@ -83,26 +85,52 @@ class OnnxEncoder:
         self._wants_token_types = "token_type_ids" in {i.name for i in self._session.get_inputs()}
 
     def encode(self, texts: list[str], batch_size: int) -> NDArray[np.float32]:
-        """(len(texts), dims) unit vectors; texts are sorted by length first so batches pad little."""
-        order = np.argsort([-len(t) for t in texts], kind="stable")
+        """(len(texts), dims) unit vectors, run in groups of similar token length (see `length_groups`)."""
+        ids: list[list[int]] = self._tokenizer(texts, truncation=True, max_length=self._max_length)["input_ids"]
+        lengths = [len(row) for row in ids]
         out: NDArray[np.float32] | None = None
-        for start in range(0, len(texts), batch_size):
-            index = order[start : start + batch_size]
-            tokens = self._tokenizer(
-                [texts[i] for i in index], padding=True, truncation=True, max_length=self._max_length,
-                return_tensors="np",
-            )  # fmt: skip
-            feed = {name: tokens[name].astype(np.int64) for name in _INPUTS if name in tokens}
-            if self._wants_token_types and "token_type_ids" not in feed:
-                feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
+        for group in length_groups(lengths, batch_size):
+            width = lengths[group[0]]
+            input_ids = np.zeros((len(group), width), dtype=np.int64)
+            mask = np.zeros((len(group), width), dtype=np.int64)
+            for row, i in enumerate(group):
+                input_ids[row, : lengths[i]] = ids[i]
+                mask[row, : lengths[i]] = 1
+            feed = {"input_ids": input_ids, "attention_mask": mask}
+            if self._wants_token_types:
+                feed["token_type_ids"] = np.zeros_like(input_ids)
             hidden = self._session.run(None, feed)[0]
-            mask = tokens["attention_mask"][..., None].astype(np.float32)
-            pooled = (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
+            weights = mask[..., None].astype(np.float32)
+            pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
             pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
             if out is None:
                 out = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
-            out[index] = pooled
+            out[group] = pooled
         return out if out is not None else np.empty((0, 0), dtype=np.float32)
+
+
+def length_groups(lengths: list[int], max_size: int, slack: float = PADDING_SLACK) -> list[list[int]]:
+    """Indexes, longest first, cut into groups whose padding stays within `slack` of their real tokens.
+
+    A batch of events arrives in random order: padded to its longest text, a group of 16 Banking77 texts ran
+    40% more tokens than the texts have (24.1 per text where a global sort pads to 17.2), and the model's time follows the tokens.
+    Groups of up to 16 with at most 10% padding cut the model's CPU per text by about a fifth here (one thread:
+    7.8-8.5 ms -> 6.0-6.5 ms) for twice the calls, whose own cost is small.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    groups: list[list[int]] = []
+    current: list[int] = []
+    tokens = 0
+    for i in order:
+        width = lengths[current[0]] if current else lengths[i]
+        if current and (len(current) >= max_size or width * (len(current) + 1) > (1 + slack) * (tokens + lengths[i])):
+            groups.append(current)
+            current, tokens = [], 0
+        current.append(i)
+        tokens += lengths[i]
+    if current:
+        groups.append(current)
+    return groups
 
 
 def load_onnx_encoder(
