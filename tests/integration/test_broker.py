@@ -69,9 +69,40 @@ def test_consumed_messages_are_tracked_and_leave_the_inflight_list(connection: C
         deadline = time.monotonic() + 10
         while len(received) < 5 and time.monotonic() < deadline:
             connection.drain_events(timeout=1)
-    assert sorted(received) == [0, 1, 2, 3, 4]
-    assert channel.client.llen(channel.inflight_key) == 0
+        assert sorted(received) == [0, 1, 2, 3, 4]
+        assert channel.client.llen(channel.inflight_key) == 0
+        with pytest.raises(TimeoutError):
+            connection.drain_events(timeout=0.5)  # acks go out together, before the next take
     assert channel.client.hlen(channel.unacked_key) == 0
+
+
+def test_one_take_brings_waiting_messages_but_never_more_than_the_prefetch(
+    connection: Connection, queue: Queue
+) -> None:
+    send(connection, queue, [{"n": i} for i in range(20)])
+    received: list[Message] = []
+    channel = connection.default_channel
+    with Consumer(channel, queues=[queue], callbacks=[lambda _, m: received.append(m)], accept=["json"],
+                  prefetch_count=5):  # fmt: skip
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            try:
+                connection.drain_events(timeout=0.5)
+            except TimeoutError:
+                pass
+        assert len(received) == 5
+        assert channel.client.hlen(channel.unacked_key) == 5
+        assert waiting(channel, queue) == 15
+        assert channel.client.llen(channel.inflight_key) == 0
+        for message in received:
+            message.ack()
+        deadline = time.monotonic() + 3
+        while len(received) < 20 and time.monotonic() < deadline:
+            connection.drain_events(timeout=1)
+            for message in received[5:]:
+                if not message.acknowledged:
+                    message.ack()
+    assert sorted(m.payload["n"] for m in received) == list(range(20))
 
 
 def test_a_message_taken_by_a_worker_that_died_before_tracking_it_is_put_back(
