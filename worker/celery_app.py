@@ -48,31 +48,20 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, object]:
         "worker_consumer": "worker.refused:RecordingConsumer",
         "worker_send_task_events": False,
         "beat_schedule": {
-            # Cheap when nothing changed (two queries); expires so that a backlog never stacks refits up.
-            "refit-tags": {
-                "task": "tagworker.refit_tags",
-                "schedule": settings.tagging.refit_interval_s,
-                "options": {"expires": settings.tagging.refit_interval_s},
-            },
-            "cluster-feedback": {
-                "task": "tagworker.cluster_feedback",
-                "schedule": settings.clustering.interval_s,
-                "options": {"expires": settings.clustering.interval_s},
-            },
+            # Cheap when nothing changed (two queries).
+            "refit-tags": _every("tagworker.refit_tags", settings.tagging.refit_interval_s),
+            "cluster-feedback": _every("tagworker.cluster_feedback", settings.clustering.interval_s),
             # Retrains only when enough new human labels arrived; the advisory lock keeps it to one run.
-            "retrain": {
-                "task": "tagworker.retrain",
-                "schedule": settings.training.interval_s,
-                "options": {"expires": settings.training.interval_s},
-            },
+            "retrain": _every("tagworker.retrain", settings.training.interval_s),
             # Catches up vectors after a promotion or rollback (and after a backfill was interrupted).
-            "backfill": {
-                "task": "tagworker.backfill",
-                "schedule": settings.training.backfill_interval_s,
-                "options": {"expires": settings.training.backfill_interval_s},
-            },
+            "backfill": _every("tagworker.backfill", settings.training.backfill_interval_s),
         },
     }
+
+
+def _every(task: str, seconds: float) -> dict[str, object]:
+    """A beat entry; it expires after one period, so that a backlog never stacks runs up."""
+    return {"task": task, "schedule": seconds, "options": {"expires": seconds}}
 
 
 def create_app(settings: Settings | None = None) -> Celery:

@@ -46,7 +46,7 @@ class ModelSettings(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # auto: ONNX Runtime on CPU when the model's layout allows (same vectors, ~1.3x faster), torch on GPU.
     backend: Literal["auto", "torch", "onnx"] = "auto"
-    # Texts per forward pass; 0 picks 16 on CPU (short sequences pad least, measured best on 2 cores) and 128 on GPU.
+    # Most texts per forward pass; 0 picks 16 on CPU (groups of similar length, see onnx_backend) and 128 on GPU.
     encode_batch_size: int = Field(default=0, ge=0, le=4096)
     # Long texts are split into windows of the model's length and mean-pooled; this caps the windows per text.
     max_chunks: int = Field(default=16, ge=1, le=512)
