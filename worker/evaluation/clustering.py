@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import resource
 import time
 from pathlib import Path
@@ -13,6 +12,7 @@ from numpy.typing import NDArray
 
 from worker.errors import ConfigurationError
 from worker.evaluation.tagging import embed_all
+from worker.jsonl import json_lines
 from worker.pipeline.cluster import NOISE, ClusterParams, assign, cluster_vectors, unit_rows
 from worker.pipeline.embed import Embedder
 
@@ -20,18 +20,14 @@ from worker.pipeline.embed import Embedder
 def read_groups(path: Path, group_by: str | None) -> tuple[list[str], list[str]]:
     """Texts and gold groups: `group_by` names a field, else the first of `tags`."""
     texts, groups = [], []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            try:
-                group = row[group_by] if group_by else row["tags"][0]
-                texts.append(str(row["text"]))
-            except (KeyError, IndexError, TypeError):
-                wanted = group_by or "a non-empty `tags`"
-                raise ConfigurationError(f"{path}:{number}: needs `text` and {wanted}") from None
-            groups.append(str(group))
+    wanted = group_by or "a non-empty `tags`"
+    for number, row in json_lines(path, f"a JSON object with `text` and {wanted}"):
+        try:
+            group = row[group_by] if group_by else row["tags"][0]
+            texts.append(str(row["text"]))
+        except (KeyError, IndexError, TypeError):
+            raise ConfigurationError(f"{path}:{number}: needs `text` and {wanted}") from None
+        groups.append(str(group))
     if len(texts) < 2:
         raise ConfigurationError(f"{path} has fewer than two lines")
     return texts, groups
