@@ -220,7 +220,7 @@ def fine_tune(
         max_steps=min(params.max_steps, steps_per_epoch * params.epochs),
         per_device_train_batch_size=batch_size,
         learning_rate=params.learning_rate,
-        warmup_ratio=params.warmup_ratio,
+        warmup_steps=params.warmup_ratio,  # a float below 1 is a share of the steps (transformers >= 5)
         seed=params.seed,
         data_seed=params.seed,
         bf16=cuda and torch.cuda.is_bf16_supported(),
