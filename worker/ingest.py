@@ -53,8 +53,11 @@ class BatchSummary:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Database errors worth retrying: lost connections, a server restarting, a concurrent insert of the same key."""
-    if isinstance(exc, OperationalError | InterfaceError | IntegrityError):
+    """Database errors worth retrying: lost connections, a server restarting.
+
+    A unique violation is not one: the same write would fail again, so `_process` sorts the batch again instead.
+    """
+    if isinstance(exc, OperationalError | InterfaceError):
         return True
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
@@ -116,7 +119,7 @@ class IngestService:
         prediction = self._predict(outcome)
         themes = self._themes(outcome)
         written = self._with_retries(
-            lambda s: self._write(s, batch, outcome, prediction, themes, rejections), commit=True, integrity=False
+            lambda s: self._write(s, batch, outcome, prediction, themes, rejections), commit=True
         )
         summary.stored, summary.corrections = written
         summary.duplicates = batch.duplicates
@@ -181,9 +184,8 @@ class IngestService:
         record_rejections(session, rejections + unapplied)
         return len(written), applied
 
-    def _with_retries(self, work: Callable[[Session], T], *, commit: bool = False, integrity: bool = True) -> T:
-        """Run `work` in a fresh session, retrying transient errors with backoff; `integrity=False` hands a unique
-        violation back at once (the caller re-sorts the batch instead)."""
+    def _with_retries(self, work: Callable[[Session], T], *, commit: bool = False) -> T:
+        """Run `work` in a fresh session, retrying transient errors with backoff."""
         attempts = self.batching.db_retries + 1
         for attempt in range(1, attempts + 1):
             try:
@@ -193,7 +195,7 @@ class IngestService:
                         session.commit()
                     return result
             except Exception as exc:
-                if not is_transient(exc) or attempt == attempts or (isinstance(exc, IntegrityError) and not integrity):
+                if not is_transient(exc) or attempt == attempts:
                     raise
                 delay = self.batching.db_retry_base_s * 2 ** (attempt - 1) * random.uniform(0.8, 1.2)
                 log.warning(

@@ -14,7 +14,7 @@ from celery.worker.consumer import Consumer
 from kombu.exceptions import ContentDisallowed
 
 from worker.db import get_engine, session_scope
-from worker.pipeline.validate import Rejection
+from worker.pipeline.validate import Rejection, raw_text
 from worker.services import resolve
 from worker.settings import get_settings
 from worker.store.rejected import record_rejections
@@ -33,16 +33,12 @@ def _message_id(message: Any) -> str:
     return f"refused-{delivery}"
 
 
-def escaped(raw: bytes) -> str:
-    """Printable ASCII with every other byte as an escape (`\\x00`, `\\n`): Postgres text cannot hold NUL."""
-    return raw.decode("latin-1").encode("unicode_escape").decode("ascii")
-
-
 def record_refused(message: Any, reason: str) -> None:
     """Store the refusal; a failure to store is logged (Celery acks or rejects the message either way)."""
     body = getattr(message, "body", b"")
     raw = bytes(body[:MAX_RAW_BYTES]) if isinstance(body, bytes | bytearray) else str(body)[:MAX_RAW_BYTES].encode()
-    rejection = Rejection(_message_id(message), reason, escaped(raw))
+    # A JSON string, like every `raw`: bytes that are not UTF-8 (a pickle) become \xNN, NUL becomes \u0000.
+    rejection = Rejection(_message_id(message), reason, raw_text(raw.decode("utf-8", "backslashreplace")))
     try:
         urls = resolve(get_settings(), start_embedded=False)
         with session_scope(get_engine(urls.database_url)) as session:
