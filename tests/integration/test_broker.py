@@ -7,6 +7,7 @@ consumer hooks on purpose; a worker-level kill test (test_pipeline.py) covers th
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -86,10 +87,8 @@ def test_one_take_brings_waiting_messages_but_never_more_than_the_prefetch(
                   prefetch_count=5):  # fmt: skip
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline:
-            try:
+            with contextlib.suppress(TimeoutError):
                 connection.drain_events(timeout=0.5)
-            except TimeoutError:
-                pass
         assert len(received) == 5
         assert channel.client.hlen(channel.unacked_key) == 5
         assert waiting(channel, queue) == 15
