@@ -21,7 +21,7 @@ from worker.db import session_scope
 from worker.evaluation.retrain import score_model
 from worker.evaluation.tagging import Labelled
 from worker.model_store import save_model, verify_model_dir
-from worker.pipeline.embed import SentenceTransformerEmbedder, pick_device
+from worker.pipeline.embed import ModelEmbedder, pick_device
 from worker.pipeline.retrain import ScoredPair, TrainParams, decide, fine_tune, same_tag_pairs
 from worker.pipeline.taxonomy import Taxonomy
 from worker.settings import Settings
@@ -192,7 +192,7 @@ class RetrainService:
 
         def metrics(label: str) -> dict[str, Any]:
             model.eval()
-            embedder = SentenceTransformerEmbedder(model, version_name=label, batch_size=64, max_chunks=8)
+            embedder = ModelEmbedder.from_model(model, version_name=label)
             return score_model(embedder, gate_train, gate_test, seed=params.seed, taxonomy=data.taxonomy)
 
         before = metrics(candidate.parent.name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from worker.clustering import ClusteringService, ThemeAssigner
 from worker.db import get_engine, session_scope
 from worker.errors import ModelLoadError
 from worker.ingest import IngestService
-from worker.pipeline.embed import SentenceTransformerEmbedder, load_embedder, resolve_model_path
+from worker.pipeline.embed import ModelEmbedder, load_embedder, resolve_model_path
 from worker.services import resolve
 from worker.settings import Settings, get_settings
 from worker.store.model_versions import active_version, active_version_id, register_model_version
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Runtime:
     settings: Settings
-    embedder: SentenceTransformerEmbedder
+    embedder: ModelEmbedder
     model_version_id: int
     ingest: IngestService
     tagging: TaggingService
@@ -77,7 +78,7 @@ def build_runtime(settings: Settings) -> Runtime:
     )
 
 
-def load_serving_model(engine: Engine, settings: Settings) -> tuple[SentenceTransformerEmbedder, int]:
+def load_serving_model(engine: Engine, settings: Settings) -> tuple[ModelEmbedder, int]:
     """The active version from Postgres when there is one (a promotion may have replaced the configured
     model); otherwise the configured model, registered as the first active version."""
     cache_dir = settings.data_dir / "onnx"
@@ -147,10 +148,12 @@ _pinned: dict[int, int] = {}
 
 
 def _pin_torch_threads(threads: int) -> None:
-    """Set torch's CPU threads from the thread that runs batches (OpenMP keeps this per calling thread)."""
-    if threads and _pinned.get(os.getpid()) != threads:
-        import torch
+    """Set torch's CPU threads from the thread that runs batches (OpenMP keeps this per calling thread).
 
+    Only where torch is loaded: a worker serving an ONNX export never imports it (its session has its threads).
+    """
+    torch = sys.modules.get("torch")
+    if threads and torch is not None and _pinned.get(os.getpid()) != threads:
         torch.set_num_threads(threads)
         _pinned[os.getpid()] = threads
 

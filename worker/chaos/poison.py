@@ -1,7 +1,7 @@
 """A poison text: the real embedder raises on any text that carries the marker, and only on those.
 
 No real input makes the bundled model raise, so a chaos worker starts with a `sitecustomize` hook (on its
-PYTHONPATH) that wraps `SentenceTransformerEmbedder.embed`. Texts without the marker go to the real model
+PYTHONPATH) that wraps `ModelEmbedder.embed`. Texts without the marker go to the real model
 unchanged; the rest of the worker is the product code as shipped.
 """
 
@@ -20,19 +20,19 @@ class PoisonError(RuntimeError):
 
 def install() -> None:
     """Wrap the embedder so that a batch holding a poison text raises, as a model bug would."""
-    from worker.pipeline.embed import SentenceTransformerEmbedder
+    from worker.pipeline.embed import ModelEmbedder
 
-    real = SentenceTransformerEmbedder.embed
+    real = ModelEmbedder.embed
     if getattr(real, "_chaos_poison", False):
         return
 
-    def embed(self: SentenceTransformerEmbedder, texts: list[str]) -> Any:
+    def embed(self: ModelEmbedder, texts: list[str]) -> Any:
         if any(POISON_MARKER in t for t in texts):
             raise PoisonError("chaos poison text: the embedder refuses it")
         return real(self, texts)
 
     embed._chaos_poison = True  # type: ignore[attr-defined]
-    SentenceTransformerEmbedder.embed = embed  # type: ignore[method-assign]
+    ModelEmbedder.embed = embed  # type: ignore[method-assign]
 
 
 def hook_dir(data_dir: Path) -> Path:

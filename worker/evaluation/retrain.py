@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from worker.evaluation.tagging import Labelled, Progress, embed_all, evaluate_tagging, keep_shots
-from worker.pipeline.embed import Embedder, SentenceTransformerEmbedder
+from worker.pipeline.embed import Embedder, ModelEmbedder
 from worker.pipeline.ranking import mrr_at_k, ndcg_at_k
 from worker.pipeline.retrain import TrainParams, fine_tune, same_tag_pairs
 from worker.pipeline.taxonomy import Taxonomy
@@ -82,8 +82,8 @@ def evaluate_retrain(
     if shots:
         train = keep_shots(train, shots, seed)
 
-    def embedder(name: str) -> SentenceTransformerEmbedder:
-        return SentenceTransformerEmbedder(model, version_name=name, batch_size=64, max_chunks=8)
+    def embedder(name: str) -> ModelEmbedder:
+        return ModelEmbedder.from_model(model, version_name=name)
 
     stock = score_model(embedder("stock"), train, test, seed=seed, progress=progress)
     pairs = same_tag_pairs(

@@ -23,7 +23,7 @@ from worker import embedded
 from worker.db import get_engine, session_scope
 from worker.migrate import upgrade
 from worker.pipeline.batch import item_values
-from worker.pipeline.embed import SentenceTransformerEmbedder, load_embedder
+from worker.pipeline.embed import ModelEmbedder, load_embedder
 from worker.pipeline.ranking import mrr_at_k, ndcg_at_k, recall_at_k
 from worker.search import Searcher
 from worker.settings import Settings
@@ -57,9 +57,7 @@ def read_qrels(path: Path) -> dict[str, dict[str, float]]:
     return qrels
 
 
-def _store_corpus(
-    engine: Any, embedder: SentenceTransformerEmbedder, corpus: dict[str, str], progress: Progress
-) -> None:
+def _store_corpus(engine: Any, embedder: ModelEmbedder, corpus: dict[str, str], progress: Progress) -> None:
     with engine.begin() as connection:
         version_id = register_model_version(
             connection, name=embedder.version_name, base_model=embedder.version_name, path=None, dims=embedder.dims

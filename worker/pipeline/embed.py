@@ -19,8 +19,6 @@ from worker.settings import DEFAULT_MODEL, ModelSettings
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-    from worker.pipeline.onnx_backend import OnnxEncoder
-
 log = logging.getLogger(__name__)
 
 
@@ -115,24 +113,55 @@ def pick_device(requested: str) -> str:
     return requested
 
 
-class SentenceTransformerEmbedder:
-    """A sentence-transformers model behind the `Embedder` protocol."""
+class Encoder(Protocol):
+    """A model's tokenizer and forward pass: torch (`TorchEncoder`) or ONNX Runtime (`onnx_backend.OnnxEncoder`)."""
 
-    def __init__(
-        self,
-        model: SentenceTransformer,
-        *,
-        version_name: str,
-        batch_size: int,
-        max_chunks: int,
-        onnx: OnnxEncoder | None = None,
-    ) -> None:
+    name: str
+    max_seq_length: int
+    dims: int
+
+    def token_offsets(self, texts: list[str]) -> list[list[tuple[int, int]]]: ...
+
+    def encode(self, texts: list[str], batch_size: int) -> NDArray[np.float32]: ...
+
+
+class TorchEncoder:
+    """`SentenceTransformer.encode`, normalized, behind the `Encoder` protocol (GPU, training, any layout)."""
+
+    name = "torch"
+
+    def __init__(self, model: SentenceTransformer) -> None:
         self._model = model
-        self._onnx = onnx
+        self.max_seq_length = int(model.max_seq_length or 256)
+        self.dims = model_dims(model)
+
+    def token_offsets(self, texts: list[str]) -> list[list[tuple[int, int]]]:
+        encoded = self._model.tokenizer(
+            texts, add_special_tokens=False, return_offsets_mapping=True, truncation=False, verbose=False
+        )
+        return [[(int(a), int(b)) for a, b in row] for row in encoded["offset_mapping"]]
+
+    def encode(self, texts: list[str], batch_size: int) -> NDArray[np.float32]:
+        vectors = self._model.encode(
+            texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+
+class ModelEmbedder:
+    """The `Embedder` of one model version: long texts are cut into windows, encoded, and mean-pooled."""
+
+    def __init__(self, encoder: Encoder, *, version_name: str, batch_size: int, max_chunks: int) -> None:
+        self._encoder = encoder
         self._version_name = version_name
         self._batch_size = batch_size
         self._max_chunks = max_chunks
-        self._window = max(int(model.max_seq_length or 256) - 2, 8)  # room for [CLS] and [SEP]
+        self._window = max(encoder.max_seq_length - 2, 8)  # room for [CLS] and [SEP]
+
+    @classmethod
+    def from_model(cls, model: SentenceTransformer, *, version_name: str) -> ModelEmbedder:
+        """A torch embedder for a model in memory (evaluation and the retraining gate)."""
+        return cls(TorchEncoder(model), version_name=version_name, batch_size=64, max_chunks=8)
 
     @property
     def version_name(self) -> str:
@@ -140,49 +169,61 @@ class SentenceTransformerEmbedder:
 
     @property
     def dims(self) -> int:
-        return model_dims(self._model)
-
-    @property
-    def model(self) -> SentenceTransformer:
-        return self._model
+        return self._encoder.dims
 
     @property
     def backend(self) -> str:
-        return "onnx" if self._onnx is not None else "torch"
-
-    def _token_offsets(self, texts: list[str]) -> list[list[tuple[int, int]]]:
-        encoded = self._model.tokenizer(
-            texts, add_special_tokens=False, return_offsets_mapping=True, truncation=False, verbose=False
-        )
-        return [[(int(a), int(b)) for a, b in row] for row in encoded["offset_mapping"]]
+        return self._encoder.name
 
     def embed(self, texts: list[str]) -> Embeddings:
         """Encode texts; long ones are split into windows and mean-pooled, never silently truncated."""
-        plan = plan_chunks(texts, self._token_offsets, self._window, self._max_chunks)
-        if self._onnx is not None:
-            vectors = self._onnx.encode(plan.chunks, self._batch_size)
-        else:
-            vectors = self._model.encode(
-                plan.chunks,
-                batch_size=self._batch_size,
-                convert_to_numpy=True,
-                normalize_embeddings=True,
-                show_progress_bar=False,
-            )
-        pooled = vectors.astype(np.float32) if len(plan.chunks) == len(texts) else pool_chunks(vectors, plan)
+        plan = plan_chunks(texts, self._encoder.token_offsets, self._window, self._max_chunks)
+        vectors = self._encoder.encode(plan.chunks, self._batch_size)
+        pooled = vectors if len(plan.chunks) == len(texts) else pool_chunks(vectors, plan)
         return Embeddings(vectors=pooled, chunks_total=plan.totals, chunks_used=plan.used)
+
+
+def gpu_visible() -> bool:
+    """Whether a GPU device node exists, checked without importing torch (which takes seconds)."""
+    return any(Path(node).exists() for node in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd"))
 
 
 def load_embedder(
     settings: ModelSettings, cache_dir: Path | None = None, *, version_name: str | None = None
-) -> SentenceTransformerEmbedder:
+) -> ModelEmbedder:
     """Load the configured model on the best device; call it in the process that will use it (never before fork).
 
-    `version_name` names a registered version (a fine-tuned one from the model store) instead of deriving it.
+    On CPU, a checked ONNX export of this version in `cache_dir` is loaded from its files alone, without
+    importing torch; the first load of a version makes that export. `version_name` names a registered version
+    (a fine-tuned one from the model store) instead of deriving it.
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     resolved = resolve_model_path(settings.name_or_path)
+    name = version_name or version_name_for(settings.name_or_path, resolved)
+    onnx_cache = cache_dir if settings.backend != "torch" else None
+    cpu_only = settings.device == "cpu" or (settings.device == "auto" and not gpu_visible())
+    if onnx_cache is not None and cpu_only:
+        from worker.pipeline.onnx_cache import cached_encoder
+
+        cached = cached_encoder(onnx_cache, name, settings.torch_threads)
+        if cached is not None:
+            log.info("model %s loaded from its ONNX export (%d dims), without torch", name, cached.dims)
+            return _embedder(cached, name, settings, "cpu")
+    model, device = _load_sentence_transformer(resolved, settings, name)
+    encoder: Encoder = TorchEncoder(model)
+    if onnx_cache is not None and device == "cpu":
+        from worker.pipeline.onnx_cache import build_encoder, cached_encoder
+
+        threads = settings.torch_threads
+        onnx = cached_encoder(onnx_cache, name, threads) or build_encoder(model, onnx_cache, name, threads)
+        if onnx is None and settings.backend == "onnx":
+            raise ModelLoadError(f"TAGWORKER_MODEL__BACKEND=onnx but {name} cannot run on ONNX Runtime (see log)")
+        encoder = onnx or encoder
+    return _embedder(encoder, name, settings, device)
+
+
+def _load_sentence_transformer(resolved: str, settings: ModelSettings, name: str) -> tuple[SentenceTransformer, str]:
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -197,20 +238,13 @@ def load_embedder(
     if device == "cuda":
         model.half()
     model.eval()
-    name = version_name or version_name_for(settings.name_or_path, resolved)
     log.info(
         "model %s loaded on %s (%d dims, %d torch threads)", name, device, model_dims(model), torch.get_num_threads()
     )
-    batch_size = settings.encode_batch_size or (128 if device == "cuda" else 16)
-    onnx = None
-    if device == "cpu" and settings.backend != "torch" and cache_dir is not None:
-        from worker.pipeline.onnx_backend import load_onnx_encoder
+    return model, device
 
-        onnx = load_onnx_encoder(model, cache_dir, name, settings.torch_threads)
-        if onnx is None and settings.backend == "onnx":
-            raise ModelLoadError(f"TAGWORKER_MODEL__BACKEND=onnx but {name} cannot run on ONNX Runtime (see log)")
-    embedder = SentenceTransformerEmbedder(
-        model, version_name=name, batch_size=batch_size, max_chunks=settings.max_chunks, onnx=onnx
-    )
-    log.info("embedding with %s on %s, %d texts per forward pass", embedder.backend, device, batch_size)
-    return embedder
+
+def _embedder(encoder: Encoder, name: str, settings: ModelSettings, device: str) -> ModelEmbedder:
+    batch_size = settings.encode_batch_size or (128 if device == "cuda" else 16)
+    log.info("embedding with %s on %s, %d texts per forward pass", encoder.name, device, batch_size)
+    return ModelEmbedder(encoder, version_name=name, batch_size=batch_size, max_chunks=settings.max_chunks)

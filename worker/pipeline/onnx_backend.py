@@ -2,8 +2,8 @@
 
 Measured here on one thread, all-MiniLM-L6-v2, Banking77 texts: torch 105 texts/s, ONNX Runtime 135-147,
 largest cosine difference to torch 2e-7. The graph is exported once from the local weights (nothing is
-downloaded) and cached next to the data; only models made of Transformer + mean Pooling (+ Normalize)
-take this path, anything else stays on torch.
+downloaded) and cached with the tokenizer next to the data (`onnx_cache`); only models made of Transformer +
+mean Pooling (+ Normalize) take this path, anything else stays on torch.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
+    from tokenizers import Tokenizer
 
 log = logging.getLogger(__name__)
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -26,7 +27,9 @@ PADDING_SLACK = 0.1
 
 
 def supported(model: SentenceTransformer) -> bool:
-    """True for Transformer -> mean Pooling (-> Normalize) models, the shape this backend reproduces."""
+    """True for Transformer -> mean Pooling (-> Normalize) models with a fast tokenizer, what this reproduces."""
+    if not getattr(model.tokenizer, "is_fast", False):
+        return False
     names = [type(module).__name__ for module in model]
     if names[:2] != ["Transformer", "Pooling"] or any(n != "Normalize" for n in names[2:]):
         return False
@@ -69,10 +72,17 @@ def export(model: SentenceTransformer, path: Path) -> None:
 
 
 class OnnxEncoder:
-    """`encode(texts, batch_size)` like `SentenceTransformer.encode`, for mean-pooled, normalized vectors."""
+    """The `Encoder` of an exported transformer: the model's fast tokenizer, ONNX Runtime, mean pooling.
 
-    def __init__(self, model: SentenceTransformer, onnx_path: Path, threads: int) -> None:
+    Built from files alone (see `onnx_cache`), so a worker that loads it imports neither torch nor
+    sentence-transformers.
+    """
+
+    name = "onnx"
+
+    def __init__(self, onnx_path: Path, tokenizer: Tokenizer, *, max_length: int, threads: int) -> None:
         import onnxruntime as ort
+        from tokenizers import Tokenizer
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -80,15 +90,26 @@ class OnnxEncoder:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         self._session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-        self._tokenizer = model.tokenizer
-        self._max_length = int(model.max_seq_length or 256)
         self._wants_token_types = "token_type_ids" in {i.name for i in self._session.get_inputs()}
+        # Two copies: one cut at the model's limit for encoding, one whole (no special tokens) for chunk offsets.
+        self._truncating = Tokenizer.from_str(tokenizer.to_str())
+        self._truncating.no_padding()
+        self._truncating.enable_truncation(max_length)
+        self._whole = Tokenizer.from_str(tokenizer.to_str())
+        self._whole.no_padding()
+        self._whole.no_truncation()
+        self.max_seq_length = max_length
+        self.dims = int(self._session.get_outputs()[0].shape[-1])
+
+    def token_offsets(self, texts: list[str]) -> list[list[tuple[int, int]]]:
+        """Character span of every token of each text, without special tokens or truncation."""
+        return [list(e.offsets) for e in self._whole.encode_batch(texts, add_special_tokens=False)]
 
     def encode(self, texts: list[str], batch_size: int) -> NDArray[np.float32]:
         """(len(texts), dims) unit vectors, run in groups of similar token length (see `length_groups`)."""
-        ids: list[list[int]] = self._tokenizer(texts, truncation=True, max_length=self._max_length)["input_ids"]
+        ids = [e.ids for e in self._truncating.encode_batch(texts)]
         lengths = [len(row) for row in ids]
-        out: NDArray[np.float32] | None = None
+        out = np.empty((len(texts), self.dims), dtype=np.float32)
         for group in length_groups(lengths, batch_size):
             width = lengths[group[0]]
             input_ids = np.zeros((len(group), width), dtype=np.int64)
@@ -102,11 +123,8 @@ class OnnxEncoder:
             hidden = self._session.run(None, feed)[0]
             weights = mask[..., None].astype(np.float32)
             pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
-            pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-            if out is None:
-                out = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
-            out[group] = pooled
-        return out if out is not None else np.empty((0, 0), dtype=np.float32)
+            out[group] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+        return out
 
 
 def length_groups(lengths: list[int], max_size: int, slack: float = PADDING_SLACK) -> list[list[int]]:
@@ -132,29 +150,3 @@ def length_groups(lengths: list[int], max_size: int, slack: float = PADDING_SLAC
     if current:
         groups.append(current)
     return groups
-
-
-def load_onnx_encoder(
-    model: SentenceTransformer, cache_dir: Path, version_name: str, threads: int
-) -> OnnxEncoder | None:
-    """An ONNX encoder that agrees with torch on probe texts, or None (torch stays in charge)."""
-    if not supported(model):
-        log.info("model layout not covered by the ONNX backend; using torch")
-        return None
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        log.info("onnxruntime is not installed; using torch")
-        return None
-    path = cache_dir / f"{version_name.replace('/', '_')}.onnx"
-    if not path.exists():
-        log.info("exporting %s to ONNX at %s", version_name, path)
-        export(model, path)
-    encoder = OnnxEncoder(model, path, threads)
-    probe = ["organic traffic from SEO", "Customer acquisition cost went up after the price change", "ok"]
-    reference = model.encode(probe, normalize_embeddings=True, convert_to_numpy=True)
-    gap = float(np.max(1 - np.sum(encoder.encode(probe, 8) * reference, axis=1)))
-    if gap > 1e-4:
-        log.warning("ONNX export disagrees with torch (cosine gap %.2g); using torch", gap)
-        return None
-    return encoder

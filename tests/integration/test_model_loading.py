@@ -1,0 +1,88 @@
+"""Loading the model: a CPU worker serves a checked ONNX export, from its files alone after the first load."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from worker.pipeline.embed import load_embedder
+from worker.pipeline.onnx_cache import MANIFEST
+from worker.settings import ModelSettings
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+TEXTS = ["CAC went up after the price change", "organic traffic from SEO", "", "word " * 700]
+CPU = ModelSettings(device="cpu")
+
+# Loads the embedder in a fresh interpreter and reports what it imported, with its vectors of TEXTS.
+_CHILD = """
+import json, sys
+from pathlib import Path
+from worker.pipeline.embed import load_embedder
+from worker.settings import ModelSettings
+embedder = load_embedder(ModelSettings(device="cpu"), cache_dir=Path(sys.argv[1]))
+result = embedder.embed(json.loads(sys.argv[2]))
+print(json.dumps({"backend": embedder.backend, "dims": embedder.dims, "vectors": result.vectors.tolist(),
+                  "chunks": result.chunks_total, "torch": "torch" in sys.modules,
+                  "sentence_transformers": "sentence_transformers" in sys.modules}))
+"""
+
+
+@pytest.fixture(scope="module")
+def onnx_cache(data_dir: Path) -> Path:
+    """The suite's cache (the one its workers use), with the default model exported into it."""
+    cache = data_dir / "onnx"
+    load_embedder(CPU, cache_dir=cache)
+    return cache
+
+
+def load_in_child(cache: Path) -> dict[str, object]:
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(cache), json.dumps(TEXTS)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_cpu_process_serves_the_export_without_importing_torch(onnx_cache: Path) -> None:
+    (folder,) = [p for p in onnx_cache.iterdir() if (p / MANIFEST).is_file()]
+    assert {p.name for p in folder.iterdir()} == {"model.onnx", "tokenizer.json", MANIFEST}
+
+    child = load_in_child(onnx_cache)
+
+    assert child["backend"] == "onnx"
+    assert child["torch"] is False and child["sentence_transformers"] is False
+    reference = load_embedder(CPU.model_copy(update={"backend": "torch"})).embed(TEXTS)
+    vectors = np.array(child["vectors"], dtype=np.float32)
+    assert np.min(np.sum(vectors * reference.vectors, axis=1)) > 0.9999
+    assert child["chunks"] == reference.chunks_total == [1, 1, 1, 3]
+
+
+def test_a_damaged_export_is_rebuilt_from_the_weights(
+    onnx_cache: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = tmp_path / "onnx"
+    shutil.copytree(onnx_cache, cache)
+    (folder,) = [p for p in cache.iterdir() if (p / MANIFEST).is_file()]
+    (folder / "model.onnx").write_bytes(b"not a model")
+
+    with caplog.at_level(logging.WARNING, logger="worker.pipeline.onnx_cache"):
+        embedder = load_embedder(CPU, cache_dir=cache)
+
+    assert "cannot be read" in caplog.text and "exporting" in caplog.text
+    assert embedder.backend == "onnx"
+    assert (folder / "model.onnx").stat().st_size > 1_000_000
+    assert load_in_child(cache)["backend"] == "onnx"
+
+
+def test_the_torch_backend_setting_neither_reads_nor_writes_the_cache(tmp_path: Path) -> None:
+    embedder = load_embedder(CPU.model_copy(update={"backend": "torch"}), cache_dir=tmp_path / "onnx")
+
+    assert embedder.backend == "torch"
+    assert not (tmp_path / "onnx").exists()
