@@ -6,6 +6,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from celery import Celery
@@ -50,11 +51,17 @@ def content(text_: str, **fields: Any) -> dict[str, Any]:
     return event
 
 
-def wait_for(condition: Callable[[], bool], *, timeout_s: float = 120, what: str = "condition") -> None:
+def wait_for(
+    condition: Callable[[], bool], *, timeout_s: float = 120, what: str = "condition", log: Path | None = None
+) -> None:
+    """Poll until `condition` holds; on timeout, fail with the end of the worker's `log` (CI keeps only that)."""
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+            tail = ""
+            if log is not None and log.exists():
+                tail = "\nlast lines of " + str(log) + ":\n" + "\n".join(log.read_text().splitlines()[-60:])
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}{tail}")
         time.sleep(0.25)
 
 

@@ -34,7 +34,10 @@ def test_postgres_down_longer_than_the_retries_loses_nothing(
         assert worker.poll() is None, "the worker must survive a database outage"
         embedded.start_postgres(data_dir)
         engine.dispose()
-        wait_for(lambda: count_items(engine, ids) == len(events), timeout_s=120, what="every event after the outage")
+        wait_for(
+            lambda: count_items(engine, ids) == len(events), timeout_s=120, what="every event after the outage",
+            log=data_dir / "outage-worker.log",
+        )  # fmt: skip
     finally:
         stop(worker)
     with engine.connect() as conn:

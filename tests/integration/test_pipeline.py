@@ -162,7 +162,10 @@ def test_killing_the_worker_mid_stream_loses_nothing(stack: ServiceUrls, data_di
     assert stored_at_kill < len(events), "the stream should still be running when the worker dies"
     second = launch_worker(stack, data_dir, "restarted-worker", queue=queue)
     try:
-        wait_for(lambda: count_items(engine, ids) == len(events), timeout_s=240, what="every event after restart")
+        wait_for(
+            lambda: count_items(engine, ids) == len(events), timeout_s=240, what="every event after restart",
+            log=data_dir / "restarted-worker.log",
+        )  # fmt: skip
     finally:
         stop(second)
     with engine.connect() as conn:
