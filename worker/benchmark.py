@@ -28,7 +28,7 @@ from sqlalchemy import Engine, text
 from worker import embedded
 from worker.db import get_engine
 from worker.migrate import upgrade
-from worker.pipeline.embed import pick_device, resolve_model_path
+from worker.pipeline.embed import load_embedder, pick_device, resolve_model_path
 from worker.processes import start_worker, stop
 from worker.publish import TASK_NAME
 from worker.services import ServiceUrls
@@ -217,6 +217,10 @@ def bench(settings: Settings, texts: list[str], source: str, progress: Progress)
         upgrade(urls.database_url)
         engine = get_engine(urls.database_url)
         app = Celery(broker=urls.broker_url)
+        # The ONNX export exists before the worker starts, as after any restart in production: its pool
+        # processes load it from files (no torch), which is what the memory and throughput should describe.
+        progress("export the model", 0, 1)
+        load_embedder(settings.model, cache_dir=data_dir / "onnx")
         worker = start_worker(urls, logfile=data_dir / "worker.log", extra_env={"TAGWORKER_DATA_DIR": str(data_dir)})
         sampler = RssSampler(worker.pid)
         sampler.start()
