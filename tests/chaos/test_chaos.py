@@ -30,6 +30,9 @@ def test_a_redis_restart_is_survived_and_consumption_resumes(run_fault) -> None:
     result = run_fault("redis_restart")
     assert result["worker_survived"], "the same worker must resume by itself"
     assert result["stored"] == PARAMS.side_events
+    # Flushed by the batch timer (0.2 s here): before the fix the reconnect left it dead, and the event waited
+    # for the visibility timeout or for more traffic.
+    assert result["lone_event_s"] is not None and result["lone_event_s"] < 5, result
 
 
 def test_a_postgres_restart_mid_write_is_retried_and_nothing_is_half_written(run_fault) -> None:  # type: ignore[no-untyped-def]

@@ -6,6 +6,7 @@ and lets the checker account for every event. Workers are restarted only where t
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import text
@@ -93,11 +94,26 @@ def _survives(stack: ChaosStack, watch: Watch, ledger: Ledger, params: ChaosPara
 
 
 def redis_restart(stack: ChaosStack, params: ChaosParams, report: Progress) -> FaultResult:
-    """Shut Redis down (AOF written) mid-stream and start it again: the same worker must resume by itself."""
+    """Shut Redis down (AOF written) mid-stream and start it again: the same worker must resume by itself.
+
+    Afterwards one event is sent alone: only the batch timer can flush it (a reconnect once silenced that timer).
+    """
     watch, ledger = _started(stack, "redis_restart", params.side_events, report)
     wait_stored(stack, ledger, params.side_events // 3)
     restart_redis(stack)
-    return _survives(stack, watch, ledger, params)
+    result = _survives(stack, watch, ledger, params)
+    result.checks["lone_event_s"] = _lone_event_seconds(stack, timeout_s=30)
+    return result
+
+
+def _lone_event_seconds(stack: ChaosStack, *, timeout_s: float) -> float | None:
+    """Seconds until a single event is stored by the current worker; None if not within `timeout_s`."""
+    started = time.monotonic()
+    try:
+        stack.wait_ready(stack.ensure_worker(), timeout_s=timeout_s)
+    except TimeoutError:
+        return None
+    return round(time.monotonic() - started, 2)
 
 
 def postgres_restart(stack: ChaosStack, params: ChaosParams, report: Progress) -> FaultResult:
