@@ -34,13 +34,17 @@ class IngestBatches(Batches):
         then on a batch was flushed only when the running count of messages reached a multiple of
         `flush_every`, and the last few messages of a stream waited for more traffic or for the visibility
         timeout (13-40 s per stream in the chaos suite after its Redis restart; with real traffic, up to an
-        hour). A fresh strategy starts a fresh timer on its first message.
+        hour). A fresh strategy starts a fresh timer on its first message, or at once if requests are waiting
+        (a pool restart rebuilds strategies on a live loop).
         """
         stale: Any = self._tref  # type: ignore[has-type]
         if stale is not None:
             stale.cancel()
             self._tref = None
-        return super().Strategy(task, app, consumer)  # type: ignore[no-any-return]
+        strategy = super().Strategy(task, app, consumer)
+        if self._buffer.qsize() or self._pending.qsize():
+            self._tref = consumer.timer.call_repeatedly(self.flush_interval, self._do_flush)
+        return strategy  # type: ignore[no-any-return]
 
     def flush(self, requests: Collection[Request]) -> Any:
         batch = list(requests)

@@ -7,6 +7,7 @@ import logging
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -50,8 +51,14 @@ def load_in_child(cache: Path) -> dict[str, object]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def default_export(cache: Path) -> Path:
+    """The folder of the default model's export in `cache`."""
+    (folder,) = [p for p in cache.iterdir() if p.name.startswith("all-MiniLM-L6-v2@") and (p / MANIFEST).is_file()]
+    return folder
+
+
 def test_a_cpu_process_serves_the_export_without_importing_torch(onnx_cache: Path) -> None:
-    (folder,) = [p for p in onnx_cache.iterdir() if (p / MANIFEST).is_file()]
+    folder = default_export(onnx_cache)
     assert {p.name for p in folder.iterdir()} == {"model.onnx", "tokenizer.json", MANIFEST}
 
     child = load_in_child(onnx_cache)
@@ -64,25 +71,40 @@ def test_a_cpu_process_serves_the_export_without_importing_torch(onnx_cache: Pat
     assert child["chunks"] == reference.chunks_total == [1, 1, 1, 3]
 
 
-def test_a_damaged_export_is_rebuilt_from_the_weights(
-    onnx_cache: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+def _garbage_model(folder: Path) -> None:
+    (folder / "model.onnx").write_bytes(b"not a model")
+
+
+def _other_settings(folder: Path) -> None:
+    manifest = json.loads((folder / MANIFEST).read_text())
+    (folder / MANIFEST).write_text(json.dumps({**manifest, "source": "made-from-other-settings"}))
+
+
+@pytest.mark.parametrize("damage", [_garbage_model, _other_settings], ids=["garbage-model", "other-settings"])
+def test_a_damaged_or_stale_export_is_replaced_from_the_weights(
+    onnx_cache: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: Callable[[Path], None]
 ) -> None:
     cache = tmp_path / "onnx"
     shutil.copytree(onnx_cache, cache)
-    (folder,) = [p for p in cache.iterdir() if (p / MANIFEST).is_file()]
-    (folder / "model.onnx").write_bytes(b"not a model")
+    damage(default_export(cache))
 
-    with caplog.at_level(logging.WARNING, logger="worker.pipeline.onnx_cache"):
+    with caplog.at_level(logging.INFO, logger="worker.pipeline.onnx_cache"):
         embedder = load_embedder(CPU, cache_dir=cache)
 
-    assert "cannot be read" in caplog.text and "exporting" in caplog.text
+    assert "cannot be used" in caplog.text and "to ONNX in" in caplog.text
     assert embedder.backend == "onnx"
+    folder = default_export(cache)
     assert (folder / "model.onnx").stat().st_size > 1_000_000
+    assert json.loads((folder / MANIFEST).read_text())["source"] != "made-from-other-settings"
     assert load_in_child(cache)["backend"] == "onnx"
 
 
-def test_the_torch_backend_setting_neither_reads_nor_writes_the_cache(tmp_path: Path) -> None:
-    embedder = load_embedder(CPU.model_copy(update={"backend": "torch"}), cache_dir=tmp_path / "onnx")
+def test_the_torch_backend_setting_neither_reads_nor_writes_the_cache(onnx_cache: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "onnx"
+    shutil.copytree(onnx_cache, cache)
+    _garbage_model(default_export(cache))
+
+    embedder = load_embedder(CPU.model_copy(update={"backend": "torch"}), cache_dir=cache)
 
     assert embedder.backend == "torch"
-    assert not (tmp_path / "onnx").exists()
+    assert (default_export(cache) / "model.onnx").read_bytes() == b"not a model"  # not read, so not replaced

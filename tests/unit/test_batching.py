@@ -91,3 +91,42 @@ def test_a_lost_pool_process_requeues_every_message(flushed: tuple[FakePool, lis
     pool.error_callback(("WorkerLostError", "signal 9"))
 
     assert [r.outcome for r in requests] == [["requeue"], ["requeue"]]
+
+
+def started_strategy(task: IngestBatches, timer: Any) -> Any:
+    """Build the strategy as Celery's consumer does at each (re)start, with a fake consumer around `timer`."""
+    from types import SimpleNamespace
+
+    from celery import Celery
+
+    consumer = SimpleNamespace(
+        pool=FakePool(), hostname="worker@test", connection_errors=(), event_dispatcher=None, timer=timer
+    )
+    return task.Strategy(task, Celery("test", set_as_current=False), consumer)
+
+
+def test_a_reconnect_does_not_leave_the_flush_timer_dead() -> None:
+    from kombu.asynchronous.timer import Timer
+
+    task = IngestBatches()
+    timer = Timer()
+    started_strategy(task, timer)
+    task._tref = timer.call_repeatedly(0.5, task._do_flush)  # what the first message of a stream does
+    timer.clear()  # Celery's event loop after a broker connection error
+
+    started_strategy(task, timer)  # Celery rebuilds the strategies after reconnecting
+
+    # The next message starts a new timer (celery-batches only does so when it holds none).
+    assert task._tref is None
+
+
+def test_requests_waiting_when_the_strategy_is_rebuilt_get_a_timer_at_once() -> None:
+    from kombu.asynchronous.timer import Timer
+
+    task = IngestBatches()
+    timer = Timer()
+    task._buffer.put(FakeRequest("m1"))
+
+    started_strategy(task, timer)
+
+    assert task._tref is not None and len(timer) == 1

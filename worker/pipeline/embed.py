@@ -1,4 +1,4 @@
-"""Embedding: load a sentence-transformers model once per process and encode batches, chunking long texts."""
+"""Embedding: load a model version once per process (ONNX export or torch) and encode batches, chunking long texts."""
 
 from __future__ import annotations
 
@@ -185,7 +185,7 @@ class ModelEmbedder:
 
 def gpu_visible() -> bool:
     """Whether a GPU device node exists, checked without importing torch (which takes seconds)."""
-    return any(Path(node).exists() for node in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd"))
+    return any(Path(node).exists() for node in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg"))
 
 
 def load_embedder(
@@ -203,10 +203,14 @@ def load_embedder(
     name = version_name or version_name_for(settings.name_or_path, resolved)
     onnx_cache = cache_dir if settings.backend != "torch" else None
     cpu_only = settings.device == "cpu" or (settings.device == "auto" and not gpu_visible())
+    if onnx_cache is not None:
+        from worker.pipeline.onnx_cache import source_fingerprint
+
+        fingerprint = source_fingerprint(resolved)
     if onnx_cache is not None and cpu_only:
         from worker.pipeline.onnx_cache import cached_encoder
 
-        cached = cached_encoder(onnx_cache, name, settings.torch_threads)
+        cached = cached_encoder(onnx_cache, name, settings.torch_threads, fingerprint)
         if cached is not None:
             log.info("model %s loaded from its ONNX export (%d dims), without torch", name, cached.dims)
             return _embedder(cached, name, settings, "cpu")
@@ -216,9 +220,14 @@ def load_embedder(
         from worker.pipeline.onnx_cache import build_encoder, cached_encoder
 
         threads = settings.torch_threads
-        onnx = cached_encoder(onnx_cache, name, threads) or build_encoder(model, onnx_cache, name, threads)
+        onnx = cached_encoder(onnx_cache, name, threads, fingerprint) or build_encoder(
+            model, onnx_cache, name, threads, fingerprint
+        )
         if onnx is None and settings.backend == "onnx":
-            raise ModelLoadError(f"TAGWORKER_MODEL__BACKEND=onnx but {name} cannot run on ONNX Runtime (see log)")
+            raise ModelLoadError(
+                f"TAGWORKER_MODEL__BACKEND=onnx but {name} cannot run on ONNX Runtime (the log says why); "
+                "set TAGWORKER_MODEL__BACKEND=auto to fall back to torch"
+            )
         encoder = onnx or encoder
     return _embedder(encoder, name, settings, device)
 

@@ -41,7 +41,7 @@ def supported(model: SentenceTransformer) -> bool:
 
 
 def export(model: SentenceTransformer, path: Path) -> None:
-    """Export the transformer to ONNX with dynamic batch and sequence axes; atomic, so processes may race."""
+    """Export the transformer to ONNX with dynamic batch and sequence axes (`onnx_cache` publishes the file)."""
     import torch
 
     class LastHiddenState(torch.nn.Module):
