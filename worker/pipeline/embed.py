@@ -14,6 +14,7 @@ from numpy.typing import NDArray
 
 from worker.errors import ModelLoadError
 from worker.pipeline.chunking import plan_chunks, pool_chunks
+from worker.pipeline.onnx_cache import build_encoder, cached_encoder, source_fingerprint
 from worker.settings import DEFAULT_MODEL, ModelSettings
 
 if TYPE_CHECKING:
@@ -201,28 +202,19 @@ def load_embedder(
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     resolved = resolve_model_path(settings.name_or_path)
     name = version_name or version_name_for(settings.name_or_path, resolved)
+    threads = settings.torch_threads
     onnx_cache = cache_dir if settings.backend != "torch" else None
+    fingerprint = source_fingerprint(resolved) if onnx_cache is not None else ""
     cpu_only = settings.device == "cpu" or (settings.device == "auto" and not gpu_visible())
-    if onnx_cache is not None:
-        from worker.pipeline.onnx_cache import source_fingerprint
-
-        fingerprint = source_fingerprint(resolved)
     if onnx_cache is not None and cpu_only:
-        from worker.pipeline.onnx_cache import cached_encoder
-
-        cached = cached_encoder(onnx_cache, name, settings.torch_threads, fingerprint)
+        cached = cached_encoder(onnx_cache, name, threads, fingerprint)
         if cached is not None:
             log.info("model %s loaded from its ONNX export (%d dims), without torch", name, cached.dims)
             return _embedder(cached, name, settings, "cpu")
     model, device = _load_sentence_transformer(resolved, settings, name)
     encoder: Encoder = TorchEncoder(model)
     if onnx_cache is not None and device == "cpu":
-        from worker.pipeline.onnx_cache import build_encoder, cached_encoder
-
-        threads = settings.torch_threads
-        onnx = cached_encoder(onnx_cache, name, threads, fingerprint) or build_encoder(
-            model, onnx_cache, name, threads, fingerprint
-        )
+        onnx = build_encoder(model, onnx_cache, name, threads, fingerprint)
         if onnx is None and settings.backend == "onnx":
             raise ModelLoadError(
                 f"TAGWORKER_MODEL__BACKEND=onnx but {name} cannot run on ONNX Runtime (the log says why); "

@@ -88,7 +88,13 @@ def cached_encoder(cache_dir: Path, version_name: str, threads: int, fingerprint
 def build_encoder(
     model: SentenceTransformer, cache_dir: Path, version_name: str, threads: int, fingerprint: str
 ) -> OnnxEncoder | None:
-    """Export `model`, check it against torch, publish it in the cache; None (torch stays in charge) otherwise."""
+    """The published export of this version, else export `model`, check it against torch and publish it.
+
+    None (torch stays in charge) when the model cannot be exported or its export disagrees with torch.
+    """
+    cached = cached_encoder(cache_dir, version_name, threads, fingerprint)
+    if cached is not None:  # a GPU node without usable CUDA lands here; so does a process that lost a race
+        return cached
     if not supported(model):
         log.info("model layout not covered by the ONNX backend; using torch")
         return None
