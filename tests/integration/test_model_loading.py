@@ -23,7 +23,8 @@ CPU = ModelSettings(device="cpu")
 
 # Loads the embedder in a fresh interpreter and reports what it imported, with its vectors of TEXTS.
 _CHILD = """
-import json, sys
+import json, logging, sys
+logging.basicConfig(level=logging.INFO)
 from pathlib import Path
 from worker.pipeline.embed import load_embedder
 from worker.settings import ModelSettings
@@ -43,12 +44,20 @@ def onnx_cache(data_dir: Path) -> Path:
     return cache
 
 
+def start_child(cache: Path) -> subprocess.Popen[str]:
+    command = [sys.executable, "-c", _CHILD, str(cache), json.dumps(TEXTS)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def child_result(child: subprocess.Popen[str]) -> tuple[dict[str, object], str]:
+    """What the child printed, and its log."""
+    out, err = child.communicate(timeout=300)
+    assert child.returncode == 0, err[-2000:]
+    return json.loads(out.strip().splitlines()[-1]), err
+
+
 def load_in_child(cache: Path) -> dict[str, object]:
-    done = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(cache), json.dumps(TEXTS)], capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return child_result(start_child(cache))[0]
 
 
 def default_export(cache: Path) -> Path:
@@ -88,10 +97,10 @@ def test_a_damaged_or_stale_export_is_replaced_from_the_weights(
     shutil.copytree(onnx_cache, cache)
     damage(default_export(cache))
 
-    with caplog.at_level(logging.INFO, logger="worker.pipeline.onnx_cache"):
+    with caplog.at_level(logging.INFO):
         embedder = load_embedder(CPU, cache_dir=cache)
 
-    assert "cannot be used" in caplog.text and "to ONNX in" in caplog.text
+    assert "cannot be used" in caplog.text and "in a child process" in caplog.text
     assert embedder.backend == "onnx"
     folder = default_export(cache)
     assert (folder / "model.onnx").stat().st_size > 1_000_000
@@ -108,3 +117,26 @@ def test_the_torch_backend_setting_neither_reads_nor_writes_the_cache(onnx_cache
 
     assert embedder.backend == "torch"
     assert (default_export(cache) / "model.onnx").read_bytes() == b"not a model"  # not read, so not replaced
+
+
+def test_a_cold_start_exports_once_and_no_loader_imports_torch(tmp_path: Path) -> None:
+    cache = tmp_path / "onnx"
+
+    children = [start_child(cache) for _ in range(2)]  # two pool processes starting on an empty cache
+    results = [child_result(child) for child in children]
+
+    assert all(result["backend"] == "onnx" and result["torch"] is False for result, _ in results)
+    assert sum(log.count("in a child process (") for _, log in results) == 1  # the other one waited for it
+    assert [p.name for p in cache.iterdir() if p.is_dir()] == [default_export(cache).name]  # no staging left
+
+
+def test_when_the_export_cannot_be_written_torch_serves(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+
+    with caplog.at_level(logging.INFO):
+        embedder = load_embedder(CPU, cache_dir=blocker / "onnx")
+
+    assert embedder.backend == "torch"
+    assert "in a child process failed" in caplog.text and "could not export" in caplog.text
+    assert embedder.embed(TEXTS).vectors.shape == (len(TEXTS), 384)
