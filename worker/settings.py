@@ -103,6 +103,8 @@ class ClusteringSettings(BaseModel):
     max_fit_items: int = Field(default=20_000, ge=100, le=1_000_000)
     # Items the silhouette is scored on when HDBSCAN's pieces are merged into themes; 0 skips that merge.
     silhouette_items: int = Field(default=5_000, ge=0, le=1_000_000)
+    # Rounds in which each item takes the theme most of its `smoothing_k` neighbours have; 0 keeps the centroids'.
+    vote_rounds: int = Field(default=5, ge=0, le=50)
 
 
 class TrainingSettings(BaseModel):

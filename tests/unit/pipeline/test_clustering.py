@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from worker.pipeline.cluster import NOISE, ClusterParams, assign, cluster_vectors, merge_by_silhouette, unit_rows
+from worker.pipeline.cluster import (
+    NOISE,
+    ClusterParams,
+    assign,
+    cluster_vectors,
+    members_result,
+    merge_by_silhouette,
+    neighbour_vote,
+    unit_rows,
+)
 from worker.pipeline.cluster_labels import ctfidf_keywords, representatives, short_label
 from worker.pipeline.cluster_match import match_clusters
 
@@ -42,6 +51,34 @@ def test_silhouette_merge_joins_halves_of_a_theme_and_keeps_themes_apart() -> No
     assert merge_by_silhouette(vectors, halves, links, everyone).tolist() == [0, 0, 1, 1, 2, 2]
     # Whole themes stay apart, even when links would join them first.
     assert merge_by_silhouette(vectors, truth, np.ones((3, 3)), everyone).tolist() == [0, 1, 2]
+
+
+def test_an_item_takes_the_theme_of_most_of_its_neighbours() -> None:
+    # A chain 0-1-2-3-4 (each item's neighbours: itself and the items beside it); items 1 and 2 disagree with theirs.
+    labels = np.array([0, 1, 0, 1, 1])
+    nearest = np.array([[0, 1, 2], [1, 0, 2], [2, 1, 3], [3, 2, 4], [4, 3, 3]])
+    assert neighbour_vote(labels, nearest, rounds=1).tolist() == [0, 0, 1, 1, 1]
+    assert neighbour_vote(labels, nearest, rounds=5).tolist() == [0, 0, 1, 1, 1]  # settled: more rounds change nothing
+    tie = neighbour_vote(np.array([2, 1]), np.array([[0, 1], [1, 0]]), rounds=1)
+    assert tie.tolist() == [1, 1]  # a tie goes to the lower theme
+
+
+def test_the_vote_returns_stray_items_to_the_theme_around_them() -> None:
+    vectors, truth = blobs(40, 4, spread=0.08)
+    strays = np.random.default_rng(1).choice(len(truth), 16, replace=False)
+    labels = truth.copy()
+    labels[strays] = (truth[strays] + 1) % 4  # as a centroid cut through a theme's fringe would leave them
+    nearest = np.argsort(-(vectors @ vectors.T), axis=1)[:, :10]  # itself first
+
+    assert neighbour_vote(labels, nearest, rounds=5).tolist() == truth.tolist()
+
+
+def test_members_make_the_centroids_and_far_members_are_noise() -> None:
+    vectors = unit_rows(np.array([[1, 0, 0], [1, 0.1, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float32))
+    result = members_result(vectors, np.array([3, 3, 5, 5]), threshold=0.8)  # labels renumbered to 0..k-1
+    assert result.n_clusters == 2
+    assert result.labels.tolist() == [0, 0, NOISE, NOISE]  # theme 1's members are 0.71 from its centroid
+    assert np.allclose(result.centroids[0], unit_rows(vectors[:2].sum(axis=0, keepdims=True))[0])
 
 
 def test_assign_uses_the_threshold() -> None:
