@@ -82,3 +82,22 @@ def rejections(engine: Engine, message_ids: list[str]) -> dict[str, tuple[str, s
             {"ids": message_ids},
         )
         return {m: (s, r) for m, s, r in rows}
+
+
+def processes_with_torch(root_pid: int) -> list[int]:
+    """Processes of the tree under `root_pid` (itself included) that have torch's library mapped."""
+    import psutil
+
+    try:
+        root = psutil.Process(root_pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+    loaded = []
+    for process in tree:
+        try:
+            if any("libtorch" in region.path for region in process.memory_maps(grouped=True)):
+                loaded.append(process.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return loaded

@@ -20,7 +20,7 @@ from sqlalchemy import Engine, create_engine, make_url, select, text
 
 from models import Item, ItemLabel, ModelVersion, Tag, TagCorrection
 from tests.integration.conftest import WORKER_ENV
-from tests.integration.helpers import count_items, feedback, producer_app, publish, wait_for
+from tests.integration.helpers import count_items, feedback, processes_with_torch, producer_app, publish, wait_for
 from worker.db import get_engine, session_scope
 from worker.errors import ModelLoadError
 from worker.migrate import upgrade
@@ -228,6 +228,9 @@ def test_a_correction_ends_up_in_a_promoted_model_the_running_worker_uses(
             backfill = session.scalar(select(ModelVersion.backfill).where(ModelVersion.id == new_version))
         assert backfill["done"] == len(events) and backfill["finished_at"]
         assert worker.poll() is None, "the worker switched models without a restart"
+        # Both versions were exported in a short-lived child; the worker's own processes never loaded torch.
+        assert processes_with_torch(worker.pid) == []
+        assert (tmp_path / "worker.log").read_text().count("in a child process (") == 2
     finally:
         stop(worker)
 
