@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from worker.pipeline.embed import load_embedder
+from worker.errors import ModelLoadError
+from worker.pipeline.embed import load_embedder, resolve_model_path
 from worker.pipeline.onnx_cache import MANIFEST
-from worker.settings import ModelSettings
+from worker.settings import DEFAULT_MODEL, ModelSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TEXTS = ["CAC went up after the price change", "organic traffic from SEO", "", "word " * 700]
@@ -138,5 +139,21 @@ def test_when_the_export_cannot_be_written_torch_serves(tmp_path: Path, caplog: 
         embedder = load_embedder(CPU, cache_dir=blocker / "onnx")
 
     assert embedder.backend == "torch"
-    assert "in a child process failed" in caplog.text and "could not export" in caplog.text
+    assert "cannot create the export lock" in caplog.text and "in a child process" not in caplog.text
     assert embedder.embed(TEXTS).vectors.shape == (len(TEXTS), 384)
+
+
+def test_a_failed_export_is_not_repeated_by_every_loader(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    broken = tmp_path / "broken-model"
+    shutil.copytree(resolve_model_path(DEFAULT_MODEL), broken)
+    (broken / "model.safetensors").write_bytes(b"not weights")
+    settings = CPU.model_copy(update={"name_or_path": str(broken)})
+
+    with caplog.at_level(logging.INFO), pytest.raises(ModelLoadError, match="could not load model"):
+        load_embedder(settings, cache_dir=tmp_path / "onnx")
+    assert "in a child process failed" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO), pytest.raises(ModelLoadError, match="could not load model"):
+        load_embedder(settings, cache_dir=tmp_path / "onnx")  # the next pool process
+
+    assert "failed less than an hour ago" in caplog.text and "in a child process" not in caplog.text

@@ -14,9 +14,8 @@ from numpy.typing import NDArray
 
 from worker.errors import ModelLoadError
 from worker.pipeline.chunking import plan_chunks, pool_chunks
-from worker.pipeline.onnx_backend import OnnxEncoder
 from worker.pipeline.onnx_cache import build_encoder, cached_encoder, source_fingerprint
-from worker.pipeline.onnx_export import export_in_child, export_lock, layout_supported
+from worker.pipeline.onnx_export import export_once
 from worker.settings import DEFAULT_MODEL, ModelSettings
 
 if TYPE_CHECKING:
@@ -209,16 +208,17 @@ def load_embedder(
     fingerprint = source_fingerprint(resolved) if onnx_cache is not None else ""
     cpu_only = settings.device == "cpu" or (settings.device == "auto" and not gpu_visible())
     if onnx_cache is not None and cpu_only:
-        cached = cached_encoder(onnx_cache, name, threads, fingerprint) or _exported_once(
-            resolved, onnx_cache, name, threads, fingerprint
-        )
+        cached = cached_encoder(onnx_cache, name, threads, fingerprint)
+        if cached is None and export_once(resolved, onnx_cache, name, threads=threads, fingerprint=fingerprint):
+            cached = cached_encoder(onnx_cache, name, threads, fingerprint)
         if cached is not None:
             log.info("model %s loaded from its ONNX export (%d dims), without torch", name, cached.dims)
             return _embedder(cached, name, settings, "cpu")
     model, device = _load_sentence_transformer(resolved, settings, name)
     encoder: Encoder = TorchEncoder(model)
     if onnx_cache is not None and device == "cpu":
-        onnx = build_encoder(model, onnx_cache, name, threads, fingerprint)
+        # On a CPU-only machine the child tried already; this is a GPU node whose torch found no usable CUDA.
+        onnx = None if cpu_only else build_encoder(model, onnx_cache, name, threads, fingerprint)
         if onnx is None and settings.backend == "onnx":
             raise ModelLoadError(
                 f"TAGWORKER_MODEL__BACKEND=onnx but {name} cannot run on ONNX Runtime (the log says why); "
@@ -226,17 +226,6 @@ def load_embedder(
             )
         encoder = onnx or encoder
     return _embedder(encoder, name, settings, device)
-
-
-def _exported_once(model_dir: str, cache_dir: Path, name: str, threads: int, fingerprint: str) -> OnnxEncoder | None:
-    """The export of this version made by one child process per machine; None leaves it to torch, in process."""
-    if not layout_supported(model_dir):
-        return None
-    with export_lock(cache_dir, name):  # a loader that waited here finds the export its holder published
-        cached = cached_encoder(cache_dir, name, threads, fingerprint)
-        if cached is None and export_in_child(model_dir, cache_dir, name, threads=threads, fingerprint=fingerprint):
-            cached = cached_encoder(cache_dir, name, threads, fingerprint)
-    return cached
 
 
 def _load_sentence_transformer(resolved: str, settings: ModelSettings, name: str) -> tuple[SentenceTransformer, str]:

@@ -6,14 +6,17 @@ the first loader takes a file lock next to the cache, runs `python -m worker.pip
 torch, exports, checks and publishes through `onnx_cache.build_encoder`, then exits), and every other loader
 blocks on the lock and finds the published export. No worker process imports torch on this path.
 
-The lock is `flock` on a file in the cache directory: the kernel releases it when its holder dies, and it holds
-across containers that share the volume on one host (not across hosts on NFS, where two exports may still race;
-`onnx_cache` publishes with one rename, so a race costs time, not correctness).
+The lock is `flock` on a file in the cache directory, inherited by the child: it is released when the last of
+them exits, so a loader killed mid-export does not let a second export start. It holds across containers that
+share a volume on one host; where the filesystem has no locks (some NFS, FUSE or SMB mounts), the cache cannot be
+written, or the holder is stuck, a loader serves torch instead of exporting. A failed export is remembered for an
+hour (`<version>.failed`, with the model's fingerprint), so the other loaders do not each repeat it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import json
 import logging
@@ -25,24 +28,46 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from worker.pipeline.onnx_cache import version_folder
+from worker.pipeline.onnx_cache import MANIFEST, version_folder
 
 log = logging.getLogger(__name__)
 
 EXPORT_TIMEOUT_S = 600.0  # an export takes 10-20 s here; a child this slow is stuck
+LOCK_WAIT_S = EXPORT_TIMEOUT_S + 60  # longer than any holder may take
+_FAILURE_MEMORY_S = 3600.0  # after this long a failed export is tried again (the disk may have been freed)
+
+
+def export_once(model_dir: str, cache_dir: Path, version_name: str, *, threads: int, fingerprint: str) -> bool:
+    """Have a child process publish this version's export unless one exists; True when there is one to load.
+
+    False leaves the model to torch: the layout is not one the ONNX path reproduces, there is no lock to be had,
+    or the export failed (now or within the last hour; the log says why).
+    """
+    if not layout_supported(model_dir):
+        return False
+    with export_lock(cache_dir, version_name) as lock:
+        if lock is None:
+            return False
+        if (version_folder(cache_dir, version_name) / MANIFEST).is_file():
+            return True  # published by the holder this loader waited for
+        if _failed_recently(cache_dir, version_name, fingerprint):
+            return False
+        if _export_in_child(model_dir, cache_dir, version_name, threads=threads, fingerprint=fingerprint, lock=lock):
+            return True
+        _remember_failure(cache_dir, version_name, fingerprint)
+        return False
 
 
 @contextmanager
-def export_lock(cache_dir: Path, version_name: str, *, timeout_s: float = EXPORT_TIMEOUT_S + 60) -> Iterator[bool]:
-    """Hold the export lock of this version; yields False (unlocked) when the lock cannot be had in time."""
-    folder = version_folder(cache_dir, version_name)
-    path = folder.with_name(f"{folder.name}.lock")
+def export_lock(cache_dir: Path, version_name: str, *, timeout_s: float = LOCK_WAIT_S) -> Iterator[int | None]:
+    """Hold the export lock of this version; yields its file descriptor, or None when it cannot be had."""
+    path = _sibling(cache_dir, version_name, "lock")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle = path.open("a")
     except OSError as exc:
-        log.warning("cannot create the export lock %s (%s); exporting without it", path, exc)
-        yield False
+        log.warning("cannot create the export lock %s (%s); serving with torch", path, exc)
+        yield None
         return
     with handle:
         deadline = time.monotonic() + timeout_s
@@ -52,14 +77,40 @@ def export_lock(cache_dir: Path, version_name: str, *, timeout_s: float = EXPORT
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    log.warning("waited %.0f s for the export lock %s; exporting without it", timeout_s, path)
-                    yield False
+                    log.warning("waited %.0f s for the export lock %s; serving with torch", timeout_s, path)
+                    yield None
                     return
                 time.sleep(0.2)
+            except OSError as exc:  # ENOLCK, EOPNOTSUPP: a filesystem without locks
+                log.warning("cannot lock %s (%s); serving with torch", path, exc)
+                yield None
+                return
         try:
-            yield True
+            yield handle.fileno()
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _sibling(cache_dir: Path, version_name: str, suffix: str) -> Path:
+    folder = version_folder(cache_dir, version_name)
+    return folder.with_name(f"{folder.name}.{suffix}")
+
+
+def _failed_recently(cache_dir: Path, version_name: str, fingerprint: str) -> bool:
+    try:
+        failure = json.loads(_sibling(cache_dir, version_name, "failed").read_text())
+        recent = time.time() - float(failure["at"]) < _FAILURE_MEMORY_S
+        remembered = bool(recent and failure["source"] == fingerprint)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if remembered:
+        log.info("the export of %s failed less than an hour ago; serving with torch", version_name)
+    return remembered
+
+
+def _remember_failure(cache_dir: Path, version_name: str, fingerprint: str) -> None:
+    with contextlib.suppress(OSError):
+        _sibling(cache_dir, version_name, "failed").write_text(json.dumps({"source": fingerprint, "at": time.time()}))
 
 
 def layout_supported(model_dir: str) -> bool:
@@ -81,8 +132,10 @@ def layout_supported(model_dir: str) -> bool:
     return layout and mean and (root / "tokenizer.json").is_file()
 
 
-def export_in_child(model_dir: str, cache_dir: Path, version_name: str, *, threads: int, fingerprint: str) -> bool:
-    """Export, check and publish this version in a child process; True when it published an export."""
+def _export_in_child(
+    model_dir: str, cache_dir: Path, version_name: str, *, threads: int, fingerprint: str, lock: int
+) -> bool:
+    """Export, check and publish this version in a child process that shares the lock; True when it published."""
     command = [
         sys.executable, "-m", "worker.pipeline.onnx_export", model_dir, str(cache_dir), version_name,
         "--threads", str(threads), "--fingerprint", fingerprint,
@@ -90,7 +143,9 @@ def export_in_child(model_dir: str, cache_dir: Path, version_name: str, *, threa
     started = time.perf_counter()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     try:
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=EXPORT_TIMEOUT_S, check=False)
+        done = subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=EXPORT_TIMEOUT_S, check=False, pass_fds=(lock,)
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         log.warning("exporting %s in a child process failed (%s)", version_name, exc)
         return False

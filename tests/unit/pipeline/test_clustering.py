@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from worker.pipeline.cluster import (
     NOISE,
@@ -73,12 +74,40 @@ def test_the_vote_returns_stray_items_to_the_theme_around_them() -> None:
     assert neighbour_vote(labels, nearest, rounds=5).tolist() == truth.tolist()
 
 
-def test_members_make_the_centroids_and_far_members_are_noise() -> None:
-    vectors = unit_rows(np.array([[1, 0, 0], [1, 0.1, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float32))
-    result = members_result(vectors, np.array([3, 3, 5, 5]), threshold=0.8)  # labels renumbered to 0..k-1
+def test_members_make_the_centroids_and_noise_follows_the_live_rule() -> None:
+    vectors = unit_rows(np.array([[1, 0, 0], [1, 0.1, 0], [0, 1, 0], [0, 0, 1], [0.9, 0, 0.5]], dtype=np.float32))
+    result = members_result(vectors, np.array([3, 3, 5, 5, 5]), threshold=0.8)
+    # Theme 5's centroid is far from its first two members and from theme 3: they are noise, as live items
+    # would be. Its third member is near theme 3's centroid, so it is no noise and keeps its theme.
+    assert result.labels.tolist() == [0, 0, NOISE, NOISE, 1]
     assert result.n_clusters == 2
-    assert result.labels.tolist() == [0, 0, NOISE, NOISE]  # theme 1's members are 0.71 from its centroid
     assert np.allclose(result.centroids[0], unit_rows(vectors[:2].sum(axis=0, keepdims=True))[0])
+    assert result.similarity[4] == np.float32(vectors[4] @ result.centroids[1])  # to its own theme
+
+
+def test_a_theme_left_without_members_is_dropped() -> None:
+    vectors = unit_rows(np.array([[1, 0, 0], [1, 0.1, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float32))
+    result = members_result(vectors, np.array([0, 0, 1, 1]), threshold=0.8)
+    assert result.labels.tolist() == [0, 0, NOISE, NOISE]
+    assert result.n_clusters == 1
+
+
+def test_the_vote_and_the_members_refuse_noise_and_accept_nothing() -> None:
+    with pytest.raises(ValueError, match="mark noise afterwards"):
+        neighbour_vote(np.array([NOISE, 0]), np.array([[0, 1], [1, 0]]), rounds=1)
+    with pytest.raises(ValueError, match="marks the noise itself"):
+        members_result(np.eye(2, dtype=np.float32), np.array([NOISE, 0]), threshold=0.3)
+    empty = np.zeros(0, dtype=np.int64)
+    assert neighbour_vote(empty, np.zeros((0, 3), dtype=np.int64), rounds=2).tolist() == []
+    assert members_result(np.zeros((0, 4), dtype=np.float32), empty, threshold=0.3).n_clusters == 0
+
+
+def test_items_past_the_fitted_sample_join_the_themes_too() -> None:
+    vectors, truth = blobs(60, 4)
+    result = cluster_vectors(vectors, ClusterParams(dims=10, min_cluster_size=8, max_fit_items=120))
+    assert result.n_clusters == 4
+    for theme in range(4):
+        assert len(set(result.labels[truth == theme])) == 1
 
 
 def test_assign_uses_the_threshold() -> None:

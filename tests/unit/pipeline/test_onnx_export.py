@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 from pathlib import Path
 
@@ -50,15 +52,24 @@ def test_a_missing_directory_is_not_supported(tmp_path: Path) -> None:
 def test_the_export_lock_is_held_by_one_loader_at_a_time(tmp_path: Path) -> None:
     with export_lock(tmp_path, "org/model@abc") as first:
         with export_lock(tmp_path, "org/model@abc", timeout_s=0.3) as second:
-            assert first and not second  # the second gave up waiting; it exports without the lock
+            assert first is not None and second is None  # the second gave up waiting: it serves torch
         with export_lock(tmp_path, "org/model@other", timeout_s=0.3) as other_version:
-            assert other_version
+            assert other_version is not None
     with export_lock(tmp_path, "org/model@abc", timeout_s=0.3) as after_release:
-        assert after_release
+        assert after_release is not None
 
 
 def test_a_cache_that_cannot_be_created_gives_no_lock(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with export_lock(blocker / "onnx", "model@abc", timeout_s=0.3) as locked:
-        assert not locked
+    with export_lock(blocker / "onnx", "model@abc", timeout_s=0.3) as lock:
+        assert lock is None
+
+
+def test_a_filesystem_without_locks_gives_no_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_locks(*_: object) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with export_lock(tmp_path, "model@abc", timeout_s=0.3) as lock:
+        assert lock is None
