@@ -118,13 +118,14 @@ def layout_supported(model_dir: str) -> bool:
     reproduces (`onnx_backend.supported` decides for good on the loaded model). Spares a child for other models."""
     root = Path(model_dir)
     try:
-        kinds = [module["type"].rsplit(".", 1)[-1] for module in json.loads((root / "modules.json").read_text())]
-        pooling = json.loads((root / "1_Pooling" / "config.json").read_text())
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        modules = json.loads((root / "modules.json").read_text())
+        kinds = [module["type"].rsplit(".", 1)[-1] for module in modules]
+        pooling = json.loads((root / modules[1]["path"] / "config.json").read_text())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
         return False
     if not isinstance(pooling, dict):
         return False
-    others = ("cls_token", "max_tokens", "mean_sqrt_len_tokens")
+    others = ("cls_token", "max_tokens", "mean_sqrt_len_tokens", "weightedmean_tokens", "lasttoken")
     mean = pooling.get("pooling_mode") in ("mean", "mean_tokens") or (
         pooling.get("pooling_mode_mean_tokens") is True and not any(pooling.get(f"pooling_mode_{o}") for o in others)
     )

@@ -17,7 +17,9 @@ MODULES = ["Transformer", "Pooling", "Normalize"]
 
 def model_dir(root: Path, *, modules: list[str] = MODULES, pooling: object = MEAN, tokenizer: bool = True) -> str:
     (root / "1_Pooling").mkdir(parents=True)
-    (root / "modules.json").write_text(json.dumps([{"type": f"sentence_transformers.models.{m}"} for m in modules]))
+    paths = {"Pooling": "1_Pooling"}
+    listed = [{"type": f"sentence_transformers.models.{m}", "path": paths.get(m, "")} for m in modules]
+    (root / "modules.json").write_text(json.dumps(listed))
     (root / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
     if tokenizer:
         (root / "tokenizer.json").write_text("{}")
@@ -35,11 +37,12 @@ def test_a_mean_pooling_model_with_a_fast_tokenizer_takes_the_onnx_path(tmp_path
     [
         {"pooling": {**MEAN, "pooling_mode_mean_tokens": False, "pooling_mode_cls_token": True}},
         {"pooling": {**MEAN, "pooling_mode_max_tokens": True}},
+        {"pooling": {**MEAN, "pooling_mode_lasttoken": True}},
         {"modules": ["Transformer", "Pooling", "Dense", "Normalize"]},
         {"tokenizer": False},
         {"pooling": "not a mapping"},
     ],
-    ids=["cls", "mean-and-max", "dense-head", "slow-tokenizer", "garbage"],
+    ids=["cls", "mean-and-max", "last-token", "dense-head", "slow-tokenizer", "garbage"],
 )
 def test_other_layouts_stay_on_torch_without_a_child(tmp_path: Path, layout: dict[str, object]) -> None:
     assert not layout_supported(model_dir(tmp_path, **layout))  # type: ignore[arg-type]
