@@ -88,7 +88,7 @@ def cluster_vectors(vectors: NDArray[np.float32], params: ClusterParams = Cluste
         pieces = np.unique(pieces, return_inverse=True)[1]  # a piece that lost every item is dropped
         scored = rng.choice(len(fit), min(len(fit), params.silhouette_items), replace=False)
         groups = merge_by_silhouette(fit, pieces, _links(pieces, nearest[:, : params.link_k + 1]), scored)[pieces]
-        centroids = unit_rows(np.stack([fit[groups == g].sum(axis=0) for g in range(groups.max() + 1)]))
+        centroids = unit_rows(label_sums(fit, groups, int(groups.max()) + 1))
     labels = assign(vectors, _refine(vectors, centroids, params.refine_iterations), -1.0).labels
     if params.vote_rounds > 0:  # items outside the fitted sample keep their nearest centroid, as new items do
         labels[sample] = neighbour_vote(labels[sample], nearest[:, : params.smoothing_k], params.vote_rounds)
@@ -132,9 +132,7 @@ def members_result(vectors: NDArray[np.float32], labels: NDArray[np.int64], thre
     if labels.min() < 0:
         raise ValueError("members_result takes cluster indices 0..m-1; it marks the noise itself")
     labels = np.unique(labels, return_inverse=True)[1].astype(np.int64)
-    sums = np.zeros((int(labels.max()) + 1, vectors.shape[1]), dtype=np.float32)
-    np.add.at(sums, labels, vectors)
-    centroids = unit_rows(sums)
+    centroids = unit_rows(label_sums(vectors, labels, int(labels.max()) + 1))
     nearest = assign(vectors, centroids, threshold)
     noise = nearest.labels == NOISE
     own = np.einsum("nd,nd->n", vectors, centroids[labels]).astype(np.float32)
@@ -174,8 +172,7 @@ def merge_by_silhouette(
         never helps).
     """
     m = int(labels.max()) + 1
-    sums = np.zeros((m, vectors.shape[1]), dtype=np.float32)
-    np.add.at(sums, labels, vectors)
+    sums = label_sums(vectors, labels, m)
     sizes = np.bincount(labels, minlength=m).astype(np.float64)
     links = links.astype(np.float64)  # a copy: merged rows are summed in place
     linkage = links / np.add.outer(sizes, sizes)
@@ -287,15 +284,18 @@ def _merge(centroids: NDArray[np.float32], threshold: float) -> NDArray[np.float
 
 def _refine(vectors: NDArray[np.float32], centroids: NDArray[np.float32], iterations: int) -> NDArray[np.float32]:
     """Spherical k-means steps from the given centroids; a centroid that loses every item keeps its place."""
-    from scipy import sparse
-
     for _ in range(iterations):
         labels = assign(vectors, centroids, -1.0).labels
-        members = sparse.csr_matrix(
-            (np.ones(len(labels), dtype=np.float32), (labels, np.arange(len(labels)))),
-            shape=(len(centroids), len(labels)),
-        )
-        sums = np.asarray(members @ vectors)
         counts = np.bincount(labels, minlength=len(centroids))
-        centroids = np.where(counts[:, None] > 0, unit_rows(sums), centroids).astype(np.float32)
-    return centroids
+        centroids = np.where(counts[:, None] > 0, unit_rows(label_sums(vectors, labels, len(centroids))), centroids)
+    return centroids.astype(np.float32)
+
+
+def label_sums(vectors: NDArray[np.float32], labels: NDArray[np.int64], m: int) -> NDArray[np.float32]:
+    """(m, dims) sum of the (n, dims) vectors of each label 0..m-1, as one sparse product (no per-label scans)."""
+    from scipy import sparse
+
+    members = sparse.csr_matrix(
+        (np.ones(len(labels), dtype=np.float32), (labels, np.arange(len(labels)))), shape=(m, len(labels))
+    )
+    return np.asarray(members @ vectors, dtype=np.float32)

@@ -20,7 +20,6 @@ import contextlib
 import fcntl
 import json
 import logging
-import os
 import subprocess
 import sys
 import time
@@ -142,10 +141,9 @@ def _export_in_child(
         "--threads", str(threads), "--fingerprint", fingerprint,
     ]  # fmt: skip
     started = time.perf_counter()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    try:
+    try:  # the child inherits the environment `load_embedder` set up (offline hub, no tokenizer threads)
         done = subprocess.run(
-            command, env=env, capture_output=True, text=True, timeout=EXPORT_TIMEOUT_S, check=False, pass_fds=(lock,)
+            command, capture_output=True, text=True, timeout=EXPORT_TIMEOUT_S, check=False, pass_fds=(lock,)
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         log.warning("exporting %s in a child process failed (%s)", version_name, exc)
