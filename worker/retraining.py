@@ -99,6 +99,7 @@ def train_params(settings: Settings) -> TrainParams:
     return TrainParams(
         epochs=t.epochs, batch_size=t.batch_size, learning_rate=t.learning_rate,
         positives_per_text=t.positives_per_text, max_pairs=t.max_pairs, max_steps=t.max_steps, seed=t.seed,
+        tag_passes=t.tag_passes, head_learning_rate=t.head_learning_rate,
     )  # fmt: skip
 
 
@@ -198,8 +199,9 @@ class RetrainService:
         before = metrics(candidate.parent.name)
         scratch = self.settings.model_store / ".work"
         result = fine_tune(
-            model, data.pairs, scored=data.vocabulary, params=params, output_dir=scratch, show_progress=show_progress
-        )
+            model, data.pairs, scored=data.vocabulary, tagged=[(i.text, i.tags) for i in data.train], params=params,
+            output_dir=scratch, show_progress=show_progress,
+        )  # fmt: skip
         after = metrics(candidate.name)
         path = save_model(model, self.settings.model_store, candidate.name)
         verify_model_dir(path, dims=candidate.parent.dims)

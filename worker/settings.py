@@ -124,6 +124,10 @@ class TrainingSettings(BaseModel):
     max_pairs: int = Field(default=20_000, ge=1, le=10_000_000)
     max_steps: int = Field(default=2_000, ge=1, le=1_000_000)
     seed: int = 0
+    # Passes per epoch over the labelled texts for a cosine-softmax loss over the tags, trained with the pairs
+    # (worker/pipeline/tag_loss.py); 0 trains on the pairs alone. The head gets its own, higher learning rate.
+    tag_passes: int = Field(default=3, ge=0, le=100)
+    head_learning_rate: float = Field(default=1e-2, gt=0, le=1)
     # The gate: share of labelled items held out, and how much better (accuracy points) a candidate must tag
     # them; same-tag retrieval (nDCG@10) may not drop by more than max_ndcg_drop points.
     holdout_share: float = Field(default=0.2, gt=0, lt=1)

@@ -92,7 +92,10 @@ def evaluate_retrain(
     )  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="tagworker-retrain-") as scratch:
         started = time.perf_counter()
-        result = fine_tune(model, pairs, params=params, output_dir=Path(scratch), show_progress=show_progress)
+        result = fine_tune(
+            model, pairs, tagged=list(zip(train.texts, train.tags, strict=True)), params=params,
+            output_dir=Path(scratch), show_progress=show_progress,
+        )  # fmt: skip
         train_seconds = time.perf_counter() - started
     model.eval()
     tuned = score_model(embedder("fine-tuned"), train, test, seed=seed, progress=progress)

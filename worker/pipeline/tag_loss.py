@@ -1,0 +1,55 @@
+"""A cosine-softmax loss over the tags, trained jointly with the same-tag pairs.
+
+MultipleNegativesRankingLoss shapes the space for retrieval, but on Banking77 it did not lift tagging: after
+a 400-step full-set run the worker's tagger scored 93.51 against the stock model's 93.64. A classifier over
+the tags, on the normalised sentence embedding, pulls each text towards one learned direction per tag and
+away from all other tags at every step, which is what the tag heads (logistic regression and kNN on the
+vectors) need. The head lives in the loss, not in the model, so the saved model is a plain
+sentence-transformers model of unchanged shape; the tagger is refit on its vectors as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from torch import Tensor, nn
+
+from worker.pipeline.embed import model_dims
+
+# The name the optimizer's learning-rate mapping finds the head by (see fine_tune).
+HEAD_PARAMETER = "tag_head"
+
+
+class TagSoftmaxLoss(nn.Module):
+    """Cross-entropy of `scale * cos(embedding, tag direction)` over all tags; one label per row."""
+
+    def __init__(self, model: Any, num_tags: int, *, scale: float = 20.0) -> None:
+        super().__init__()
+        self.model = model
+        self.scale = scale
+        self.tag_head = nn.Linear(model_dims(model), num_tags, bias=False)
+        self.cross_entropy = nn.CrossEntropyLoss()
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
+        features = next(iter(sentence_features))
+        embeddings = nn.functional.normalize(self.model(features)["sentence_embedding"].float(), dim=-1)
+        directions = nn.functional.normalize(self.tag_head.weight.float(), dim=-1)
+        return self.cross_entropy(self.scale * embeddings @ directions.T, labels)
+
+
+def tag_rows(texts: Sequence[str], tags: Sequence[Sequence[str]], *, passes: int) -> dict[str, list[Any]]:
+    """The classification dataset: one (text, tag index) row per tag a text carries, repeated `passes` times.
+
+    Returns:
+        {"text": [...], "label": [...]} with label an index into the sorted tag names.
+    """
+    names = sorted({t for row in tags for t in row})
+    index = {name: i for i, name in enumerate(names)}
+    rows = [(text, index[t]) for text, row in zip(texts, tags, strict=True) for t in row]
+    rows = rows * passes
+    return {"text": [r[0] for r in rows], "label": [r[1] for r in rows]}
+
+
+def count_tags(rows: dict[str, list[Any]]) -> int:
+    return max(rows["label"], default=-1) + 1
