@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+import os
+from typing import Any
 
 from celery import Celery, signals
 
 from worker.broker import TRANSPORT
+from worker.processes import usable_cores
 from worker.services import resolve
 from worker.settings import Settings, get_settings
 
@@ -95,3 +98,16 @@ def _refuse_without_model(**_: object) -> None:
         check_model_config(get_settings())
     except ModelLoadError as exc:
         raise SystemExit(f"tagworker worker: {exc}") from exc
+
+
+@signals.worker_init.connect
+def _share_cores(sender: Any = None, **_: object) -> None:
+    """Give each pool process its share of the cores when TORCH_THREADS is 0 (auto).
+
+    Without this, a bare `celery worker -c N` would start N processes that each use every core (torch and ONNX
+    Runtime both default to all of them). It runs in the parent before the fork, so the children inherit it.
+    """
+    if get_settings().model.torch_threads == 0:
+        processes = max(1, int(getattr(sender, "concurrency", 0) or 1))
+        os.environ["TAGWORKER_MODEL__TORCH_THREADS"] = str(max(1, usable_cores() // processes))
+        get_settings.cache_clear()

@@ -11,6 +11,11 @@ from pathlib import Path
 from worker.services import ServiceUrls
 
 
+def usable_cores() -> int:
+    """CPUs this process may run on (respects container limits set through affinity)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def service_env(urls: ServiceUrls, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment for a child process: explicit URLs, so it needs no embedded-server lookup."""
     env = dict(os.environ)

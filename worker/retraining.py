@@ -8,7 +8,6 @@ throughout: promotion is one transaction, and workers switch at their next batch
 from __future__ import annotations
 
 import logging
-import os
 import time
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -24,6 +23,7 @@ from worker.model_store import save_model, verify_model_dir
 from worker.pipeline.embed import ModelEmbedder, pick_device
 from worker.pipeline.retrain import ScoredPair, TrainParams, decide, fine_tune, same_tag_pairs
 from worker.pipeline.taxonomy import Taxonomy
+from worker.processes import usable_cores
 from worker.settings import Settings
 from worker.store.model_versions import (
     VersionInfo,
@@ -180,7 +180,7 @@ class RetrainService:
         model = SentenceTransformer(candidate.parent.path, device=device, trust_remote_code=False)
         # A pool process is pinned to its share of the cores for ingest; training may use all of them.
         threads = torch.get_num_threads()
-        torch.set_num_threads(os.cpu_count() or threads)
+        torch.set_num_threads(usable_cores())
         try:
             return self._train_model(model, candidate, data, params, show_progress=show_progress)
         finally:

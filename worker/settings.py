@@ -50,7 +50,7 @@ class ModelSettings(BaseModel):
     encode_batch_size: int = Field(default=0, ge=0, le=4096)
     # Long texts are split into windows of the model's length and mean-pooled; this caps the windows per text.
     max_chunks: int = Field(default=16, ge=1, le=512)
-    # CPU threads for torch in each worker process; 0 lets `tagworker worker` pick cores / pool processes
+    # CPU threads for torch or ONNX Runtime in each worker process; 0 means cores / pool processes (celery_app.py)
     # (one single-threaded process per core beat one process with all cores by 1.4x on 2 cores).
     torch_threads: int = Field(default=0, ge=0, le=256)
 

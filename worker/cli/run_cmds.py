@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ from worker import embedded
 from worker.cli.common import clean_errors, console, settings_and_urls
 from worker.errors import ConfigurationError
 from worker.migrate import upgrade
-from worker.processes import start_beat, start_worker, stop
+from worker.processes import start_beat, start_worker, stop, usable_cores
 from worker.settings import get_settings
 
 
@@ -87,24 +86,17 @@ def worker(
         concurrency = pool_size(pool, concurrency)
         broker = get_settings().broker
         queues = queues or f"{broker.ingest_queue},{broker.training_queue}"
-        os.environ.setdefault("TAGWORKER_MODEL__TORCH_THREADS", str(max(1, cpu_count() // concurrency)))
-        get_settings.cache_clear()
         check_model_config(get_settings())
         from worker.celery_app import app
 
         app.worker_main(["worker", "-Q", queues, "--pool", pool, "-c", str(concurrency), "-l", loglevel, "-n", name])
 
 
-def cpu_count() -> int:
-    """CPUs this process may run on (respects container limits set through affinity)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def pool_size(pool: str, requested: int) -> int:
     """Processes for the pool: one per core on CPU, where single-threaded torch per process scales best."""
     if pool == "solo":
         return 1
-    return requested or cpu_count()
+    return requested or usable_cores()
 
 
 def beat(
