@@ -9,7 +9,7 @@ from typing import Any
 from celery import Celery, signals
 
 from worker.broker import TRANSPORT
-from worker.processes import usable_cores
+from worker.processes import is_prefork, threads_per_process, usable_cores
 from worker.services import resolve
 from worker.settings import Settings, get_settings
 
@@ -108,6 +108,8 @@ def _share_cores(sender: Any = None, **_: object) -> None:
     Runtime both default to all of them). It runs in the parent before the fork, so the children inherit it.
     """
     if get_settings().model.torch_threads == 0:
-        processes = max(1, int(getattr(sender, "concurrency", 0) or 1))
-        os.environ["TAGWORKER_MODEL__TORCH_THREADS"] = str(max(1, usable_cores() // processes))
+        threads = threads_per_process(
+            cores=usable_cores(), prefork=is_prefork(sender.pool_cls), concurrency=int(sender.concurrency or 1)
+        )
+        os.environ["TAGWORKER_MODEL__TORCH_THREADS"] = str(threads)
         get_settings.cache_clear()

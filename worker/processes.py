@@ -16,6 +16,20 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def is_prefork(pool: str | type) -> bool:
+    """Whether a Celery pool (an alias such as "prefork" or "solo", or a pool class) runs tasks in child processes."""
+    from celery.concurrency import get_implementation
+    from celery.concurrency.prefork import TaskPool
+
+    return issubclass(get_implementation(pool), TaskPool)
+
+
+def threads_per_process(*, cores: int, prefork: bool, concurrency: int) -> int:
+    """CPU threads for each worker process: prefork's processes share the cores; a solo or thread pool is one
+    process and gets them all."""
+    return max(1, cores // max(1, concurrency)) if prefork else max(1, cores)
+
+
 def service_env(urls: ServiceUrls, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment for a child process: explicit URLs, so it needs no embedded-server lookup."""
     env = dict(os.environ)

@@ -205,9 +205,11 @@ class RetrainService:
         after = metrics(candidate.name)
         path = save_model(model, self.settings.model_store, candidate.name)
         verify_model_dir(path, dims=candidate.parent.dims)
+        gate = self.settings.training
         decision = decide(
-            before, after, min_gain=self.settings.training.min_gain, max_ndcg_drop=self.settings.training.max_ndcg_drop
-        )
+            before, after, min_gain=gate.min_gain, max_ndcg_drop=gate.max_ndcg_drop, min_ndcg_gain=gate.min_ndcg_gain,
+            max_accuracy_drop=gate.max_accuracy_drop,
+        )  # fmt: skip
         summary_metrics = {"before": before, "after": after, "train_seconds": result.seconds, "steps": result.steps,
                            "device": result.device}  # fmt: skip
         with session_scope(self.engine) as session:

@@ -128,11 +128,14 @@ class TrainingSettings(BaseModel):
     # (worker/pipeline/tag_loss.py); 0 trains on the pairs alone. The head gets its own, higher learning rate.
     tag_passes: int = Field(default=3, ge=0, le=100)
     head_learning_rate: float = Field(default=1e-2, gt=0, le=1)
-    # The gate: share of labelled items held out, and how much better (accuracy points) a candidate must tag
-    # them; same-tag retrieval (nDCG@10) may not drop by more than max_ndcg_drop points.
+    # The gate, on a held-out share of the labelled items. A candidate is promoted when it tags them better
+    # (accuracy gains min_gain points, nDCG@10 drops at most max_ndcg_drop) or retrieves them better (nDCG@10
+    # gains min_ndcg_gain points, accuracy drops at most max_accuracy_drop).
     holdout_share: float = Field(default=0.2, gt=0, lt=1)
     min_gain: float = Field(default=0.5, ge=-100, le=100)
     max_ndcg_drop: float = Field(default=1.0, ge=0, le=100)
+    min_ndcg_gain: float = Field(default=2.0, ge=-100, le=100)
+    max_accuracy_drop: float = Field(default=0.0, ge=0, le=100)
     # Items re-embedded per transaction after a version change.
     backfill_chunk: int = Field(default=512, ge=1, le=100_000)
     backfill_interval_s: float = Field(default=60, ge=1, le=86_400)

@@ -123,7 +123,9 @@ def test_the_gate_rejects_a_candidate_that_is_not_better_and_keeps_it(
     added = subprocess.run([sys.executable, "-m", "worker.cli", "train", "pairs", "add", str(pairs)], env=env,
                            capture_output=True, text=True, timeout=120)  # fmt: skip
     assert added.returncode == 0 and "stored 12 vocabulary pairs" in added.stderr, added.stderr
-    summary = RetrainService(engine=engine, settings=settings_for(tmp_path, min_gain=50)).run(force=True)
+    summary = RetrainService(engine=engine, settings=settings_for(tmp_path, min_gain=50, min_ndcg_gain=100)).run(
+        force=True
+    )
     assert summary.status == "rejected", summary
     assert "below the margin 50" in summary.reason
     rows = versions(engine)

@@ -30,7 +30,14 @@ T = TypeVar("T")
 CLUSTERING_LOCKED_OUT = "another clustering run is in progress"
 RETRAIN_LOCKED_OUT = "another retraining run is in progress"
 # A few real steps, and a gate no candidate passes: the stack's active model stays what the other faults use.
-TINY_TRAINING = {"max_steps": 4, "batch_size": 8, "positives_per_text": 2, "holdout_share": 0.3, "min_gain": 100}
+TINY_TRAINING = {
+    "max_steps": 4,
+    "batch_size": 8,
+    "positives_per_text": 2,
+    "holdout_share": 0.3,
+    "min_gain": 100,
+    "min_ndcg_gain": 100,
+}
 # The time window both a `cluster_runs` and a `model_versions` row span: (id, start, end).
 _OVERLAPS = (
     "SELECT count(*) FROM ({rows}) a JOIN ({rows}) b ON a.id < b.id "

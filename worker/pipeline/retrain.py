@@ -76,20 +76,39 @@ class GateDecision:
     reason: str
 
 
-def decide(before: dict[str, float], after: dict[str, float], *, min_gain: float, max_ndcg_drop: float) -> GateDecision:
-    """Promote when held-out tagging accuracy gains at least `min_gain` points and nDCG@10 drops at most
-    `max_ndcg_drop` points (both metrics in percent)."""
+def decide(
+    before: dict[str, float],
+    after: dict[str, float],
+    *,
+    min_gain: float,
+    max_ndcg_drop: float,
+    min_ndcg_gain: float,
+    max_accuracy_drop: float,
+) -> GateDecision:
+    """Promote a candidate that is better at one job and no worse at the other (metrics in percent points).
+
+    Better at tagging: held-out accuracy gains `min_gain` and nDCG@10 drops at most `max_ndcg_drop`. Better at
+    retrieval: nDCG@10 gains `min_ndcg_gain` and accuracy drops at most `max_accuracy_drop`.
+    """
     gain = after["accuracy"] - before["accuracy"]
-    ndcg_change = after["ndcg10"] - before["ndcg10"]
+    ndcg_gain = after["ndcg10"] - before["ndcg10"]
     summary = (
         f"accuracy {before['accuracy']:.2f} -> {after['accuracy']:.2f}, "
         f"nDCG@10 {before['ndcg10']:.2f} -> {after['ndcg10']:.2f}"
     )
-    if gain < min_gain:
-        return GateDecision(False, f"{summary}: accuracy gain {gain:+.2f} is below the margin {min_gain}")
-    if ndcg_change < -max_ndcg_drop:
-        return GateDecision(False, f"{summary}: nDCG@10 dropped {-ndcg_change:.2f} points (allowed {max_ndcg_drop})")
-    return GateDecision(True, f"{summary}: promoted")
+    if gain >= min_gain and ndcg_gain >= -max_ndcg_drop:
+        return GateDecision(True, f"{summary}: promoted (tags better)")
+    if ndcg_gain >= min_ndcg_gain and gain >= -max_accuracy_drop:
+        return GateDecision(True, f"{summary}: promoted (retrieves better)")
+    if gain >= min_gain:
+        return GateDecision(False, f"{summary}: nDCG@10 dropped {-ndcg_gain:.2f} points (allowed {max_ndcg_drop})")
+    if ndcg_gain >= min_ndcg_gain:
+        return GateDecision(False, f"{summary}: accuracy dropped {-gain:.2f} points (allowed {max_accuracy_drop})")
+    return GateDecision(
+        False,
+        f"{summary}: accuracy gain {gain:+.2f} is below the margin {min_gain} and nDCG@10 gain {ndcg_gain:+.2f} "
+        f"is below {min_ndcg_gain}",
+    )
 
 
 def read_scored_pairs(path: Path) -> list[ScoredPair]:
@@ -172,12 +191,18 @@ class DistinctTagBatchSampler(DefaultBatchSampler):
         return full + (1 if rest and not self.drop_last else 0)
 
 
-def batch_sampler_for(tags: Sequence[str]) -> Callable[..., Any]:
-    """The trainer's batch sampler factory: distinct tags for the same-tag pairs, shuffled for the rest."""
+def batch_sampler_for(tags: Sequence[str], *, label_batch_size: int) -> Callable[..., Any]:
+    """The trainer's batch sampler factory: distinct tags for the same-tag pairs, shuffled for the rest.
+
+    The tag classifier's rows get `label_batch_size`: unlike the pairs' batches, theirs need not stay under the
+    number of tags, and with few tags the capped size would make its steps tiny and noisy.
+    """
 
     def make(dataset: Any, **kwargs: Any) -> Any:
         if "anchor" in dataset.column_names:
             return DistinctTagBatchSampler(dataset, tags=tags, **kwargs)
+        if "label" in dataset.column_names:
+            kwargs["batch_size"] = label_batch_size
         return DefaultBatchSampler(RandomSampler(dataset, generator=kwargs.get("generator")), **kwargs)
 
     return make
@@ -229,7 +254,8 @@ def fine_tune(
     # A batch holds each tag at most once (see DistinctTagBatchSampler), so it cannot be larger than the tags.
     tags = len({p[2] for p in ordered})
     batch_size = max(2, min(params.batch_size, tags)) if ordered else params.batch_size
-    steps_per_epoch = sum(-(-len(d) // batch_size) for d in datasets.values())
+    sizes = {name: params.batch_size if name == "tags" else batch_size for name in datasets}
+    steps_per_epoch = sum(-(-len(d) // sizes[name]) for name, d in datasets.items())
     cuda = torch.cuda.is_available()
     args = SentenceTransformerTrainingArguments(
         output_dir=str(output_dir),
@@ -244,7 +270,7 @@ def fine_tune(
         data_seed=params.seed,
         bf16=cuda and torch.cuda.is_bf16_supported(),
         fp16=cuda and not torch.cuda.is_bf16_supported(),
-        batch_sampler=batch_sampler_for([p[2] for p in pairs]),
+        batch_sampler=batch_sampler_for([p[2] for p in pairs], label_batch_size=params.batch_size),
         multi_dataset_batch_sampler=MultiDatasetBatchSamplers.PROPORTIONAL,
         save_strategy="no",
         report_to="none",

@@ -13,12 +13,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from worker.pipeline.embed import model_dims
 
-# The name the optimizer's learning-rate mapping finds the head by (see fine_tune).
-HEAD_PARAMETER = "tag_head"
+# The pattern the optimizer's learning-rate mapping finds the head's weight by (see fine_tune); it is searched
+# in names like "tags.tag_head.weight" and must match nothing in the model.
+HEAD_PARAMETER = r"(^|\.)tag_head\.weight$"
 
 
 class TagSoftmaxLoss(nn.Module):
@@ -32,14 +34,27 @@ class TagSoftmaxLoss(nn.Module):
         self.cross_entropy = nn.CrossEntropyLoss()
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
+        """Mean cross-entropy of a batch.
+
+        Args:
+            sentence_features: one tokenized batch (the trainer's single text column).
+            labels: (batch,) tag indices.
+        """
         features = next(iter(sentence_features))
-        embeddings = nn.functional.normalize(self.model(features)["sentence_embedding"].float(), dim=-1)
-        directions = nn.functional.normalize(self.tag_head.weight.float(), dim=-1)
-        return self.cross_entropy(self.scale * embeddings @ directions.T, labels)
+        embeddings = self.model(features)["sentence_embedding"]  # (batch, dims)
+        # In fp32 even under bf16 autocast: at scale 20, bf16 logits would only be good to about 0.08.
+        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+            unit = nn.functional.normalize(embeddings.float(), dim=-1)
+            directions = nn.functional.normalize(self.tag_head.weight.float(), dim=-1)
+            logits = self.scale * unit @ directions.T  # (batch, tags)
+        return self.cross_entropy(logits, labels)
 
 
 def tag_rows(texts: Sequence[str], tags: Sequence[Sequence[str]], *, passes: int) -> dict[str, list[Any]]:
     """The classification dataset: one (text, tag index) row per tag a text carries, repeated `passes` times.
+
+    A text with several tags is one row per tag, so the softmax learns to split its mass between them (its loss
+    cannot go below log of its tag count); a text with one tag, the common case of a correction, is unaffected.
 
     Returns:
         {"text": [...], "label": [...]} with label an index into the sorted tag names.
@@ -52,4 +67,5 @@ def tag_rows(texts: Sequence[str], tags: Sequence[Sequence[str]], *, passes: int
 
 
 def count_tags(rows: dict[str, list[Any]]) -> int:
+    """How many tags the rows of `tag_rows` cover (0 for no rows)."""
     return max(rows["label"], default=-1) + 1

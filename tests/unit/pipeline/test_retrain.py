@@ -37,13 +37,18 @@ def test_distinct_tag_order_keeps_tags_apart_within_a_batch() -> None:
 @pytest.mark.parametrize(
     ("after", "promote", "why"),
     [
-        ({"accuracy": 80.2, "ndcg10": 70.0}, False, "below the margin"),
+        ({"accuracy": 80.2, "ndcg10": 71.0}, False, "below the margin 0.5 and nDCG@10 gain +1.00 is below 2.0"),
         ({"accuracy": 85.0, "ndcg10": 60.0}, False, "nDCG@10 dropped 10.00"),
-        ({"accuracy": 85.0, "ndcg10": 69.5}, True, "promoted"),
+        ({"accuracy": 85.0, "ndcg10": 69.5}, True, "promoted (tags better)"),
+        ({"accuracy": 80.0, "ndcg10": 80.0}, True, "promoted (retrieves better)"),
+        ({"accuracy": 79.5, "ndcg10": 80.0}, False, "accuracy dropped 0.50 points (allowed 0.0)"),
     ],
 )
-def test_the_gate_needs_a_margin_and_no_retrieval_loss(after: dict[str, float], promote: bool, why: str) -> None:
-    decision = decide({"accuracy": 80.0, "ndcg10": 70.0}, after, min_gain=0.5, max_ndcg_drop=1.0)
+def test_the_gate_wants_one_job_better_and_the_other_no_worse(after: dict[str, float], promote: bool, why: str) -> None:
+    decision = decide(
+        {"accuracy": 80.0, "ndcg10": 70.0}, after, min_gain=0.5, max_ndcg_drop=1.0, min_ndcg_gain=2.0,
+        max_accuracy_drop=0.0,
+    )  # fmt: skip
     assert decision.promote is promote and why in decision.reason
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import Tensor, nn
 
@@ -41,7 +43,7 @@ def test_training_the_loss_separates_the_tags_and_moves_the_head() -> None:
     loss = TagSoftmaxLoss(encoder, 2)
     labels = torch.tensor([0, 0, 0, 1, 1, 1])
     features = [{"ids": torch.arange(6)}]
-    assert any(HEAD_PARAMETER in name for name, _ in loss.named_parameters())
+    assert [name for name, _ in loss.named_parameters() if re.search(HEAD_PARAMETER, name)] == ["tag_head.weight"]
     head_before = loss.tag_head.weight.detach().clone()
     optimizer = torch.optim.SGD(loss.parameters(), lr=0.5)
     first = float(loss(features, labels).detach())

@@ -1,0 +1,26 @@
+"""How worker processes share the machine's cores (used by the Celery app's worker_init handler)."""
+
+from __future__ import annotations
+
+import pytest
+from celery.concurrency.solo import TaskPool as SoloPool
+
+from worker.processes import is_prefork, threads_per_process
+
+
+@pytest.mark.parametrize(
+    ("pool", "prefork"),
+    [("prefork", True), ("processes", True), ("solo", False), ("threads", False), (SoloPool, False)],
+)
+def test_only_prefork_runs_tasks_in_child_processes(pool: str | type, prefork: bool) -> None:
+    assert is_prefork(pool) is prefork
+
+
+@pytest.mark.parametrize(
+    ("prefork", "concurrency", "threads"),
+    [(True, 4, 2), (True, 1, 8), (True, 16, 1), (False, 8, 8), (False, 1, 8)],
+)
+def test_prefork_processes_share_the_cores_and_one_process_gets_them_all(
+    prefork: bool, concurrency: int, threads: int
+) -> None:
+    assert threads_per_process(cores=8, prefork=prefork, concurrency=concurrency) == threads
