@@ -5,7 +5,8 @@ a 400-step full-set run the worker's tagger scored 93.51 against the stock model
 the tags, on the normalised sentence embedding, pulls each text towards one learned direction per tag and
 away from all other tags at every step, which is what the tag heads (logistic regression and kNN on the
 vectors) need. The head lives in the loss, not in the model, so the saved model is a plain
-sentence-transformers model of unchanged shape; the tagger is refit on its vectors as before.
+sentence-transformers model of unchanged shape; the tagger is refit on its vectors as before. With 3 passes
+beside the pairs, the full-set run tags 93.93 (CPU) and retrieves as well as with the pairs alone (README).
 """
 
 from __future__ import annotations
