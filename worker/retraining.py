@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -95,12 +95,9 @@ def as_labelled(items: list[LabelledItem]) -> Labelled:
 
 
 def train_params(settings: Settings) -> TrainParams:
-    t = settings.training
-    return TrainParams(
-        epochs=t.epochs, batch_size=t.batch_size, learning_rate=t.learning_rate,
-        positives_per_text=t.positives_per_text, max_pairs=t.max_pairs, max_steps=t.max_steps, seed=t.seed,
-        tag_passes=t.tag_passes, head_learning_rate=t.head_learning_rate,
-    )  # fmt: skip
+    """The fine-tuning parameters of the training settings (those TrainParams has; the rest keep its defaults)."""
+    names = {f.name for f in fields(TrainParams)}
+    return TrainParams(**settings.training.model_dump(include=names))
 
 
 class RetrainService:

@@ -233,27 +233,25 @@ def fine_tune(
 
     if not pairs and not scored:
         raise ValueError("nothing to train on: no two texts share a tag and there are no scored pairs")
-    rows = tag_rows([t for t, _ in tagged], [tags for _, tags in tagged], passes=params.tag_passes)
+    rows = tag_rows(tagged, passes=params.tag_passes)
+    tag_count = count_tags(rows)
     started = time.perf_counter()
-    ordered = pairs
     datasets: dict[str, Any] = {}
     losses: dict[str, Any] = {}
-    if ordered:
-        datasets["same_tag"] = Dataset.from_dict(
-            {"anchor": [p[0] for p in ordered], "positive": [p[1] for p in ordered]}
-        )
+    if pairs:
+        datasets["same_tag"] = Dataset.from_dict({"anchor": [p[0] for p in pairs], "positive": [p[1] for p in pairs]})
         losses["same_tag"] = MultipleNegativesRankingLoss(model)
     if scored:
         datasets["vocabulary"] = Dataset.from_dict(
             {"a": [p.a for p in scored], "b": [p.b for p in scored], "score": [float(p.score) for p in scored]}
         )
         losses["vocabulary"] = CoSENTLoss(model)
-    if count_tags(rows) > 1:
+    if tag_count > 1:
         datasets["tags"] = Dataset.from_dict(rows)
-        losses["tags"] = TagSoftmaxLoss(model, count_tags(rows))
+        losses["tags"] = TagSoftmaxLoss(model, tag_count)
     # A batch holds each tag at most once (see DistinctTagBatchSampler), so it cannot be larger than the tags.
-    tags = len({p[2] for p in ordered})
-    batch_size = max(2, min(params.batch_size, tags)) if ordered else params.batch_size
+    tags = len({p[2] for p in pairs})
+    batch_size = max(2, min(params.batch_size, tags)) if pairs else params.batch_size
     sizes = {name: params.batch_size if name == "tags" else batch_size for name in datasets}
     steps_per_epoch = sum(-(-len(d) // sizes[name]) for name, d in datasets.items())
     cuda = torch.cuda.is_available()
@@ -290,9 +288,9 @@ def fine_tune(
     seconds = time.perf_counter() - started
     log.info(
         "fine-tuned on %d pairs + %d scored + %d tag rows in %d steps, %.1fs",
-        len(ordered), len(scored), len(rows["text"]), output.global_step, seconds,
+        len(pairs), len(scored), len(rows["text"]), output.global_step, seconds,
     )  # fmt: skip
-    return TrainResult(len(ordered), len(scored), int(output.global_step), round(seconds, 1), str(model.device))
+    return TrainResult(len(pairs), len(scored), int(output.global_step), round(seconds, 1), str(model.device))
 
 
 def _quiet_stdout(trainer: Any) -> None:

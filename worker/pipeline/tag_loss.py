@@ -51,7 +51,7 @@ class TagSoftmaxLoss(nn.Module):
         return self.cross_entropy(logits, labels)
 
 
-def tag_rows(texts: Sequence[str], tags: Sequence[Sequence[str]], *, passes: int) -> dict[str, list[Any]]:
+def tag_rows(tagged: Sequence[tuple[str, Sequence[str]]], *, passes: int) -> dict[str, list[Any]]:
     """The classification dataset: one (text, tag index) row per tag a text carries, repeated `passes` times.
 
     A text with several tags is one row per tag, so the softmax learns to split its mass between them (its loss
@@ -60,9 +60,9 @@ def tag_rows(texts: Sequence[str], tags: Sequence[Sequence[str]], *, passes: int
     Returns:
         {"text": [...], "label": [...]} with label an index into the sorted tag names.
     """
-    names = sorted({t for row in tags for t in row})
+    names = sorted({t for _, tags in tagged for t in tags})
     index = {name: i for i, name in enumerate(names)}
-    rows = [(text, index[t]) for text, row in zip(texts, tags, strict=True) for t in row]
+    rows = [(text, index[t]) for text, tags in tagged for t in tags]
     rows = rows * passes
     return {"text": [r[0] for r in rows], "label": [r[1] for r in rows]}
 

@@ -25,14 +25,14 @@ class FakeEncoder(nn.Module):
 
 
 def test_tag_rows_give_each_tag_of_a_text_its_own_row_and_repeat_per_pass() -> None:
-    rows = tag_rows(["refund late", "app crash"], [["billing", "delivery"], ["bugs"]], passes=2)
+    rows = tag_rows([("refund late", ["billing", "delivery"]), ("app crash", ["bugs"])], passes=2)
     assert rows["text"] == ["refund late", "refund late", "app crash"] * 2
     assert rows["label"] == [0, 2, 1] * 2  # sorted names: billing, bugs, delivery
     assert count_tags(rows) == 3
 
 
 def test_no_passes_means_no_rows_and_no_tags() -> None:
-    rows = tag_rows(["a"], [["x"]], passes=0)
+    rows = tag_rows([("a", ["x"])], passes=0)
     assert rows == {"text": [], "label": []}
     assert count_tags(rows) == 0
 
