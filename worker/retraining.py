@@ -140,8 +140,8 @@ class RetrainService:
         train, holdout = split_holdout(items, self.settings.training.holdout_share)
         params = train_params(self.settings)
         pairs = same_tag_pairs(
-            [i.text for i in train for _ in i.tags], [t for i in train for t in i.tags],
-            per_text=params.positives_per_text, max_pairs=params.max_pairs, seed=params.seed,
+            [(i.text, i.tags) for i in train], per_text=params.positives_per_text, max_pairs=params.max_pairs,
+            seed=params.seed,
         )  # fmt: skip
         if not pairs and not vocabulary:
             return RetrainSummary("skipped", "empty training set: no two labelled items share a tag, and no pairs")

@@ -26,15 +26,13 @@ def test_three_losses_train_in_the_computed_steps_and_the_head_stays_out_of_the_
 ) -> None:
     model = SentenceTransformer(resolve_model_path("all-MiniLM-L6-v2"), device="cpu")
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
-    texts = [t for group in TEXTS.values() for t in group]
-    tags = [tag for tag, group in TEXTS.items() for _ in group]
-    pairs = same_tag_pairs(texts, tags, per_text=3, max_pairs=100, seed=0)  # 36 pairs, batches of 3 (3 tags)
+    tagged = [(text, [tag]) for tag, group in TEXTS.items() for text in group]
+    pairs = same_tag_pairs(tagged, per_text=3, max_pairs=100, seed=0)  # 36 pairs, batches of 3 (3 tags)
     vocabulary = [ScoredPair("CAC", "customer acquisition cost", 1.0), ScoredPair("churn", "organic produce", 0.05)]
     params = TrainParams(batch_size=8, tag_passes=2, max_steps=1_000)  # 24 tag rows in batches of 8
     with caplog.at_level(logging.INFO, logger="worker.pipeline.retrain"):
         result = fine_tune(
-            model, pairs, scored=vocabulary, tagged=[(t, [g]) for t, g in zip(texts, tags, strict=True)],
-            params=params, output_dir=tmp_path,
+            model, pairs, scored=vocabulary, tagged=tagged, params=params, output_dir=tmp_path,
         )  # fmt: skip
     assert result.steps == 12 + 1 + 3  # 36 pairs and 2 vocabulary pairs in batches of 3; 24 tag rows in 8s
     assert "36 pairs + 2 scored + 24 tag rows" in caplog.text
@@ -45,13 +43,11 @@ def test_three_losses_train_in_the_computed_steps_and_the_head_stays_out_of_the_
 
 def test_without_tag_passes_the_pairs_train_alone(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     model = SentenceTransformer(resolve_model_path("all-MiniLM-L6-v2"), device="cpu")
-    texts = [t for group in TEXTS.values() for t in group]
-    tags = [tag for tag, group in TEXTS.items() for _ in group]
-    pairs = same_tag_pairs(texts, tags, per_text=1, max_pairs=100, seed=0)
+    tagged = [(text, [tag]) for tag, group in TEXTS.items() for text in group]
+    pairs = same_tag_pairs(tagged, per_text=1, max_pairs=100, seed=0)
     with caplog.at_level(logging.INFO, logger="worker.pipeline.retrain"):
         result = fine_tune(
-            model, pairs, tagged=[(t, [g]) for t, g in zip(texts, tags, strict=True)],
-            params=TrainParams(batch_size=8, tag_passes=0), output_dir=tmp_path,
+            model, pairs, tagged=tagged, params=TrainParams(batch_size=8, tag_passes=0), output_dir=tmp_path,
         )  # fmt: skip
     assert result.steps == 12 // 3
     assert "+ 0 tag rows" in caplog.text

@@ -86,14 +86,12 @@ def evaluate_retrain(
         return ModelEmbedder.from_model(model, version_name=name)
 
     stock = score_model(embedder("stock"), train, test, seed=seed, progress=progress)
-    pairs = same_tag_pairs(
-        train.texts, [tags[0] for tags in train.tags], per_text=params.positives_per_text, max_pairs=params.max_pairs,
-        seed=seed,
-    )  # fmt: skip
+    tagged = list(zip(train.texts, train.tags, strict=True))
+    pairs = same_tag_pairs(tagged, per_text=params.positives_per_text, max_pairs=params.max_pairs, seed=seed)
     with tempfile.TemporaryDirectory(prefix="tagworker-retrain-") as scratch:
         started = time.perf_counter()
         result = fine_tune(
-            model, pairs, tagged=list(zip(train.texts, train.tags, strict=True)), params=params,
+            model, pairs, tagged=tagged, params=params,
             output_dir=Path(scratch), show_progress=show_progress,
         )  # fmt: skip
         train_seconds = time.perf_counter() - started

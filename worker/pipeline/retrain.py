@@ -131,16 +131,18 @@ def read_scored_pairs(path: Path) -> list[ScoredPair]:
 
 
 def same_tag_pairs(
-    texts: Sequence[str], labels: Sequence[str], *, per_text: int, max_pairs: int, seed: int
+    rows: Sequence[tuple[str, Sequence[str]]], *, per_text: int, max_pairs: int, seed: int
 ) -> list[tuple[str, str, str]]:
-    """(anchor, positive, tag) triples: each text with up to `per_text` other texts of its tag, capped.
+    """(anchor, positive, tag) triples from (text, tags) rows: each text with up to `per_text` others of its tag.
 
-    Tags with a single text give no pair. Pairs are shuffled, and when capped each tag keeps its share.
+    A text counts under every tag it carries. Tags with a single text give no pair. Pairs are shuffled, and
+    when capped each tag keeps its share.
     """
     rng = random.Random(seed)
     by_tag: dict[str, list[str]] = defaultdict(list)
-    for text, label in zip(texts, labels, strict=True):
-        by_tag[label].append(text)
+    for text, tags in rows:
+        for tag in tags:
+            by_tag[tag].append(text)
     pairs = []
     for tag, members in by_tag.items():
         for i, anchor in enumerate(members):

@@ -16,13 +16,20 @@ from worker.store.training import LabelledItem
 
 
 def test_same_tag_pairs_never_pair_a_text_with_itself_and_skip_lonely_tags() -> None:
-    texts = ["a1", "a2", "a3", "b1", "c1", "c2"]
-    labels = ["a", "a", "a", "b", "c", "c"]
-    pairs = same_tag_pairs(texts, labels, per_text=5, max_pairs=100, seed=0)
+    rows = [("a1", ["a"]), ("a2", ["a"]), ("a3", ["a"]), ("b1", ["b"]), ("c1", ["c"]), ("c2", ["c"])]
+    pairs = same_tag_pairs(rows, per_text=5, max_pairs=100, seed=0)
     assert all(anchor != positive for anchor, positive, _ in pairs)
     assert {tag for _, _, tag in pairs} == {"a", "c"}
     assert len(pairs) == 3 * 2 + 2 * 1
-    assert len(same_tag_pairs(texts, labels, per_text=5, max_pairs=3, seed=0)) == 3
+    assert len(same_tag_pairs(rows, per_text=5, max_pairs=3, seed=0)) == 3
+
+
+def test_a_text_with_two_tags_pairs_under_both() -> None:
+    rows = [("pricing and churn", ["pricing", "churn"]), ("too expensive", ["pricing"]), ("we left", ["churn"])]
+    pairs = same_tag_pairs(rows, per_text=5, max_pairs=100, seed=0)
+    assert ("pricing and churn", "too expensive", "pricing") in pairs
+    assert ("pricing and churn", "we left", "churn") in pairs
+    assert len(pairs) == 4
 
 
 def test_distinct_tag_order_keeps_tags_apart_within_a_batch() -> None:
