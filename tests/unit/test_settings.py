@@ -118,3 +118,16 @@ def test_nonsense_values_are_refused(monkeypatch: pytest.MonkeyPatch, name: str,
 
     with pytest.raises(ValidationError, match=message):
         Settings()
+
+
+def test_the_pipelines_own_defaults_are_the_settings_defaults() -> None:
+    """TrainParams and ClusterParams keep defaults of their own (tests and evals build them without settings),
+    while a deployment gets the settings' defaults: the two must not drift apart."""
+    from worker.clustering import params_from
+    from worker.pipeline.cluster import ClusterParams
+    from worker.pipeline.retrain import TrainParams
+    from worker.retraining import train_params
+
+    settings = Settings()
+    assert train_params(settings) == TrainParams()
+    assert params_from(settings.clustering) == ClusterParams()
