@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,18 +27,32 @@ _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 PADDING_SLACK = 0.1
 
 
-def supported(model: SentenceTransformer) -> bool:
-    """True for Transformer -> mean Pooling (-> Normalize) models with a fast tokenizer, what this reproduces."""
-    if not getattr(model.tokenizer, "is_fast", False):
-        return False
-    names = [type(module).__name__ for module in model]
-    if names[:2] != ["Transformer", "Pooling"] or any(n != "Normalize" for n in names[2:]):
-        return False
-    pooling = model[1]
-    mode = getattr(pooling, "pooling_mode", None) or (
-        "mean" if getattr(pooling, "pooling_mode_mean_tokens", False) else None
+# Pooling modes besides mean, in the config's older one-flag-per-mode form.
+_OTHER_POOLING = ("cls_token", "max_tokens", "mean_sqrt_len_tokens", "weightedmean_tokens", "lasttoken")
+
+
+def reproducible(kinds: Sequence[str], pooling: Mapping[str, Any], *, fast_tokenizer: bool) -> bool:
+    """True for Transformer -> mean Pooling (-> Normalize) with a fast tokenizer: what this module reproduces.
+
+    Args:
+        kinds: class names of the model's modules, in order.
+        pooling: the Pooling module's configuration (its config.json, either form).
+        fast_tokenizer: whether the model has a fast (Rust) tokenizer.
+    """
+    layout = list(kinds[:2]) == ["Transformer", "Pooling"] and all(kind == "Normalize" for kind in kinds[2:])
+    mean = pooling.get("pooling_mode") in ("mean", "mean_tokens") or (
+        pooling.get("pooling_mode_mean_tokens") is True
+        and not any(pooling.get(f"pooling_mode_{other}") for other in _OTHER_POOLING)
     )
-    return mode in ("mean", "mean_tokens")
+    return fast_tokenizer and layout and mean
+
+
+def supported(model: SentenceTransformer) -> bool:
+    """`reproducible` for a loaded model."""
+    kinds = [type(module).__name__ for module in model]
+    second: Any = model[1] if len(kinds) > 1 else None
+    pooling = second.get_config_dict() if kinds[1:2] == ["Pooling"] else {}
+    return reproducible(kinds, pooling, fast_tokenizer=getattr(model.tokenizer, "is_fast", False))
 
 
 def export(model: SentenceTransformer, path: Path) -> None:

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from worker.pipeline.onnx_backend import reproducible
 from worker.pipeline.onnx_cache import MANIFEST, version_folder
 
 log = logging.getLogger(__name__)
@@ -113,8 +114,8 @@ def _remember_failure(cache_dir: Path, version_name: str, fingerprint: str) -> N
 
 
 def layout_supported(model_dir: str) -> bool:
-    """From the files alone: Transformer -> mean Pooling (-> Normalize) with a fast tokenizer, what the ONNX path
-    reproduces (`onnx_backend.supported` decides for good on the loaded model). Spares a child for other models."""
+    """`onnx_backend.reproducible` from the files alone (the loaded model decides for good): spares a child for
+    models the ONNX path does not take. A fast tokenizer shows as tokenizer.json."""
     root = Path(model_dir)
     try:
         modules = json.loads((root / "modules.json").read_text())
@@ -122,14 +123,8 @@ def layout_supported(model_dir: str) -> bool:
         pooling = json.loads((root / modules[1]["path"] / "config.json").read_text())
     except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
         return False
-    if not isinstance(pooling, dict):
-        return False
-    others = ("cls_token", "max_tokens", "mean_sqrt_len_tokens", "weightedmean_tokens", "lasttoken")
-    mean = pooling.get("pooling_mode") in ("mean", "mean_tokens") or (
-        pooling.get("pooling_mode_mean_tokens") is True and not any(pooling.get(f"pooling_mode_{o}") for o in others)
-    )
-    layout = kinds[:2] == ["Transformer", "Pooling"] and all(kind == "Normalize" for kind in kinds[2:])
-    return layout and mean and (root / "tokenizer.json").is_file()
+    fast = (root / "tokenizer.json").is_file()
+    return isinstance(pooling, dict) and reproducible(kinds, pooling, fast_tokenizer=fast)
 
 
 def _export_in_child(

@@ -48,6 +48,18 @@ def test_other_layouts_stay_on_torch_without_a_child(tmp_path: Path, layout: dic
     assert not layout_supported(model_dir(tmp_path, **layout))  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
+def test_the_loaded_model_and_its_files_agree() -> None:
+    from sentence_transformers import SentenceTransformer
+
+    from worker.pipeline.embed import resolve_model_path
+    from worker.pipeline.onnx_backend import supported
+
+    path = resolve_model_path("all-MiniLM-L6-v2")
+    assert layout_supported(path)
+    assert supported(SentenceTransformer(path, device="cpu"))
+
+
 def test_a_missing_directory_is_not_supported(tmp_path: Path) -> None:
     assert not layout_supported(str(tmp_path / "absent"))
 
