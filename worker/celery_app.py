@@ -9,7 +9,7 @@ from typing import Any
 from celery import Celery, signals
 
 from worker.broker import TRANSPORT
-from worker.processes import is_prefork, threads_per_process, usable_cores
+from worker.processes import is_prefork, most_processes, threads_per_process, usable_cores
 from worker.services import resolve
 from worker.settings import Settings, get_settings
 
@@ -105,11 +105,14 @@ def _share_cores(sender: Any = None, **_: object) -> None:
     """Give each pool process its share of the cores when TORCH_THREADS is 0 (auto).
 
     Without this, a bare `celery worker -c N` would start N processes that each use every core (torch and ONNX
-    Runtime both default to all of them). It runs in the parent before the fork, so the children inherit it.
+    Runtime both default to all of them). With `--autoscale MAX,MIN` the cores are shared among MAX processes,
+    so a fully grown pool does not oversubscribe them. It runs in the parent before the fork, so the children
+    inherit it.
     """
     if get_settings().model.torch_threads == 0:
-        threads = threads_per_process(
-            cores=usable_cores(), prefork=is_prefork(sender.pool_cls), concurrency=int(sender.concurrency or 1)
+        processes = most_processes(
+            concurrency=int(sender.concurrency or 1), autoscale=getattr(sender, "options", {}).get("autoscale")
         )
+        threads = threads_per_process(cores=usable_cores(), prefork=is_prefork(sender.pool_cls), concurrency=processes)
         os.environ["TAGWORKER_MODEL__TORCH_THREADS"] = str(threads)
         get_settings.cache_clear()

@@ -24,6 +24,21 @@ def is_prefork(pool: str | type) -> bool:
     return issubclass(get_implementation(pool), TaskPool)
 
 
+def most_processes(*, concurrency: int, autoscale: object = None) -> int:
+    """How many pool processes may run at once: the MAX of `--autoscale MAX[,MIN]` when given, else `concurrency`.
+
+    Celery reads `--autoscale` after the worker_init signal, so at that point the option is still raw: a
+    "MAX,MIN" string from the command line, or a (max, min) sequence from code.
+    """
+    top = autoscale.partition(",")[0] if isinstance(autoscale, str) else None
+    if isinstance(autoscale, list | tuple) and autoscale:
+        top = autoscale[0]
+    try:
+        return max(1, int(top)) if top not in (None, "") else max(1, concurrency)
+    except (TypeError, ValueError):
+        return max(1, concurrency)  # Celery itself refuses a malformed --autoscale a moment later
+
+
 def threads_per_process(*, cores: int, prefork: bool, concurrency: int) -> int:
     """CPU threads for each worker process: prefork's processes share the cores; a solo or thread pool is one
     process and gets them all."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from celery.concurrency.solo import TaskPool as SoloPool
 
-from worker.processes import is_prefork, threads_per_process
+from worker.processes import is_prefork, most_processes, threads_per_process
 
 
 @pytest.mark.parametrize(
@@ -24,3 +24,12 @@ def test_prefork_processes_share_the_cores_and_one_process_gets_them_all(
     prefork: bool, concurrency: int, threads: int
 ) -> None:
     assert threads_per_process(cores=8, prefork=prefork, concurrency=concurrency) == threads
+
+
+@pytest.mark.parametrize(
+    ("autoscale", "processes"),
+    [(None, 4), ("10,3", 10), ("6", 6), ([8, 2], 8), ((12, 0), 12), ("", 4), ("x,1", 4)],
+    ids=["no-autoscale", "max-min", "max-only", "list", "tuple", "empty", "malformed"],
+)
+def test_an_autoscaled_pool_shares_the_cores_among_its_most_processes(autoscale: object, processes: int) -> None:
+    assert most_processes(concurrency=4, autoscale=autoscale) == processes
