@@ -12,7 +12,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from models import Item, ItemLabel, ItemTag, Tag, TagCorrection
-from worker.pipeline.corrections import TagInfo, plan_correction
+from worker.pipeline.corrections import CorrectionPlan, TagInfo, plan_correction
 
 
 @dataclass(frozen=True)
@@ -128,9 +128,26 @@ def apply_correction(
     if correction_id is None:
         return None
     ids = {name: infos[name][0] for name in plan.labels}
+    _record_labels(session, item_id=item_id, plan=plan, ids=ids, actor=actor, correction_id=correction_id,
+                   decided_at=corrected_at)  # fmt: skip
+    _apply_plan(session, item_id=item_id, plan=plan, ids=ids)
+    return list(plan.before), list(plan.after)
+
+
+def _record_labels(
+    session: Session,
+    *,
+    item_id: int,
+    plan: CorrectionPlan,
+    ids: dict[str, int],
+    actor: str,
+    correction_id: int,
+    decided_at: datetime,
+) -> None:
+    """The person's decision per tag (present or absent), the training data of retraining; the latest wins."""
     labels = [
         {"item_id": item_id, "tag_id": ids[name], "present": present, "actor": actor,
-         "correction_id": correction_id, "decided_at": corrected_at}
+         "correction_id": correction_id, "decided_at": decided_at}
         for name, present in plan.labels.items()
     ]  # fmt: skip
     statement = insert(ItemLabel).values(labels)
@@ -140,24 +157,19 @@ def apply_correction(
             set_={c: statement.excluded[c] for c in ("present", "actor", "correction_id", "decided_at")},
         )
     )
+
+
+def _apply_plan(session: Session, *, item_id: int, plan: CorrectionPlan, ids: dict[str, int]) -> None:
+    """Take the plan's tags off the item and set its added tags as human ones (over any model tag)."""
     off = [ids[name] for name in plan.take_off]
     if off:
         session.execute(delete(ItemTag).where(ItemTag.item_id == item_id, ItemTag.tag_id.in_(off)))
-    if plan.add:
-        human = insert(ItemTag).values(
-            [{"item_id": item_id, "tag_id": ids[n], "score": 1.0, "source": "human", "head": "human"} for n in plan.add]
-        )
-        session.execute(
-            human.on_conflict_do_update(
-                index_elements=["item_id", "tag_id"],
-                set_={
-                    "score": 1.0,
-                    "source": "human",
-                    "head": "human",
-                    "tagger_id": None,
-                    "model_version_id": None,
-                    "tagged_at": text("now()"),
-                },
-            )
-        )
-    return list(plan.before), list(plan.after)
+    if not plan.add:
+        return
+    human = insert(ItemTag).values(
+        [{"item_id": item_id, "tag_id": ids[n], "score": 1.0, "source": "human", "head": "human"} for n in plan.add]
+    )
+    fields = {"score": 1.0, "source": "human", "head": "human", "tagger_id": None, "model_version_id": None}
+    session.execute(
+        human.on_conflict_do_update(index_elements=["item_id", "tag_id"], set_={**fields, "tagged_at": text("now()")})
+    )
