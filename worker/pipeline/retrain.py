@@ -227,58 +227,23 @@ def fine_tune(
         scored: vocabulary pairs, trained with CoSENT.
         tagged: (text, tags) rows for the tag classifier loss, used when `params.tag_passes` > 0.
     """
-    import torch
-    from datasets import Dataset
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-    from sentence_transformers.sentence_transformer.losses import CoSENTLoss, MultipleNegativesRankingLoss
-    from sentence_transformers.sentence_transformer.training_args import MultiDatasetBatchSamplers
+    from sentence_transformers import SentenceTransformerTrainer
 
     if not pairs and not scored:
         raise ValueError("nothing to train on: no two texts share a tag and there are no scored pairs")
     rows = tag_rows(tagged, passes=params.tag_passes)
-    tag_count = count_tags(rows)
     started = time.perf_counter()
-    datasets: dict[str, Any] = {}
-    losses: dict[str, Any] = {}
-    if pairs:
-        datasets["same_tag"] = Dataset.from_dict({"anchor": [p[0] for p in pairs], "positive": [p[1] for p in pairs]})
-        losses["same_tag"] = MultipleNegativesRankingLoss(model)
-    if scored:
-        datasets["vocabulary"] = Dataset.from_dict(
-            {"a": [p.a for p in scored], "b": [p.b for p in scored], "score": [float(p.score) for p in scored]}
-        )
-        losses["vocabulary"] = CoSENTLoss(model)
-    if tag_count > 1:
-        datasets["tags"] = Dataset.from_dict(rows)
-        losses["tags"] = TagSoftmaxLoss(model, tag_count)
+    datasets, losses = _datasets_and_losses(model, pairs, scored, rows)
     # A batch holds each tag at most once (see DistinctTagBatchSampler), so it cannot be larger than the tags.
     tags = len({p[2] for p in pairs})
     batch_size = max(2, min(params.batch_size, tags)) if pairs else params.batch_size
     sizes = {name: params.batch_size if name == "tags" else batch_size for name in datasets}
     steps_per_epoch = sum(-(-len(d) // sizes[name]) for name, d in datasets.items())
-    cuda = torch.cuda.is_available()
-    args = SentenceTransformerTrainingArguments(
-        output_dir=str(output_dir),
-        num_train_epochs=params.epochs,
-        max_steps=min(params.max_steps, steps_per_epoch * params.epochs),
-        per_device_train_batch_size=batch_size,
-        learning_rate=params.learning_rate,
-        # The tag head starts at random and must find its directions within a few hundred steps.
-        learning_rate_mapping={HEAD_PARAMETER: params.head_learning_rate} if "tags" in losses else {},
-        warmup_steps=params.warmup_ratio,  # a float below 1 is a share of the steps (transformers >= 5)
-        seed=params.seed,
-        data_seed=params.seed,
-        bf16=cuda and torch.cuda.is_bf16_supported(),
-        fp16=cuda and not torch.cuda.is_bf16_supported(),
-        batch_sampler=batch_sampler_for([p[2] for p in pairs], label_batch_size=params.batch_size),
-        multi_dataset_batch_sampler=MultiDatasetBatchSamplers.PROPORTIONAL,
-        save_strategy="no",
-        report_to="none",
-        logging_steps=50,
-        disable_tqdm=not show_progress,
-        dataloader_drop_last=False,
-        dataloader_pin_memory=cuda,
-    )
+    max_steps = min(params.max_steps, steps_per_epoch * params.epochs)
+    args = _arguments(
+        params, output_dir=output_dir, batch_size=batch_size, max_steps=max_steps, pair_tags=[p[2] for p in pairs],
+        head="tags" in losses, show_progress=show_progress,
+    )  # fmt: skip
     trainer = SentenceTransformerTrainer(
         model=model,
         args=args,
@@ -293,6 +258,70 @@ def fine_tune(
         len(pairs), len(scored), len(rows["text"]), output.global_step, seconds,
     )  # fmt: skip
     return TrainResult(len(pairs), len(scored), int(output.global_step), round(seconds, 1), str(model.device))
+
+
+def _datasets_and_losses(
+    model: Any, pairs: list[tuple[str, str, str]], scored: Sequence[ScoredPair], rows: dict[str, list[Any]]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The trainer's datasets and their losses, by name; an empty source gets neither."""
+    from datasets import Dataset
+    from sentence_transformers.sentence_transformer.losses import CoSENTLoss, MultipleNegativesRankingLoss
+
+    datasets: dict[str, Any] = {}
+    losses: dict[str, Any] = {}
+    if pairs:
+        datasets["same_tag"] = Dataset.from_dict({"anchor": [p[0] for p in pairs], "positive": [p[1] for p in pairs]})
+        losses["same_tag"] = MultipleNegativesRankingLoss(model)
+    if scored:
+        datasets["vocabulary"] = Dataset.from_dict(
+            {"a": [p.a for p in scored], "b": [p.b for p in scored], "score": [float(p.score) for p in scored]}
+        )
+        losses["vocabulary"] = CoSENTLoss(model)
+    tag_count = count_tags(rows)
+    if tag_count > 1:
+        datasets["tags"] = Dataset.from_dict(rows)
+        losses["tags"] = TagSoftmaxLoss(model, tag_count)
+    return datasets, losses
+
+
+def _arguments(
+    params: TrainParams,
+    *,
+    output_dir: Path,
+    batch_size: int,
+    max_steps: int,
+    pair_tags: list[str],
+    head: bool,
+    show_progress: bool,
+) -> Any:
+    """`SentenceTransformerTrainingArguments` for one run: bf16 (or fp16) on a GPU, fp32 on CPU, no checkpoints."""
+    import torch
+    from sentence_transformers import SentenceTransformerTrainingArguments
+    from sentence_transformers.sentence_transformer.training_args import MultiDatasetBatchSamplers
+
+    cuda = torch.cuda.is_available()
+    return SentenceTransformerTrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=params.epochs,
+        max_steps=max_steps,
+        per_device_train_batch_size=batch_size,
+        learning_rate=params.learning_rate,
+        # The tag head starts at random and must find its directions within a few hundred steps.
+        learning_rate_mapping={HEAD_PARAMETER: params.head_learning_rate} if head else {},
+        warmup_steps=params.warmup_ratio,  # a float below 1 is a share of the steps (transformers >= 5)
+        seed=params.seed,
+        data_seed=params.seed,
+        bf16=cuda and torch.cuda.is_bf16_supported(),
+        fp16=cuda and not torch.cuda.is_bf16_supported(),
+        batch_sampler=batch_sampler_for(pair_tags, label_batch_size=params.batch_size),
+        multi_dataset_batch_sampler=MultiDatasetBatchSamplers.PROPORTIONAL,
+        save_strategy="no",
+        report_to="none",
+        logging_steps=50,
+        disable_tqdm=not show_progress,
+        dataloader_drop_last=False,
+        dataloader_pin_memory=cuda,
+    )
 
 
 def _quiet_stdout(trainer: Any) -> None:
