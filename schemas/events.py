@@ -64,7 +64,13 @@ ExternalId = Annotated[
 ]
 
 
+def _aware(value: datetime) -> datetime:
+    """A time without an offset is read as UTC: naive and aware times cannot be compared (or sorted) together."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None or value.utcoffset() is None else value
+
+
 BodyText = Annotated[str, StringConstraints(min_length=1), AfterValidator(_no_nul)]
+Timestamp = Annotated[datetime, AfterValidator(_aware)]
 Metadata = Annotated[dict[str, Any], AfterValidator(_json_metadata)]
 
 
@@ -75,7 +81,7 @@ class EventBase(BaseModel):
 
     event_id: uuid.UUID
     schema_version: Literal[1] = SCHEMA_VERSION
-    occurred_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    occurred_at: Timestamp = Field(default_factory=lambda: datetime.now(UTC))
 
 
 class ContentCreated(EventBase):
@@ -137,7 +143,7 @@ class TagCorrected(EventBase):
     added: list[ExternalId] = Field(default_factory=list, max_length=100)
     removed: list[ExternalId] = Field(default_factory=list, max_length=100)
     actor: ShortText
-    corrected_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    corrected_at: Timestamp = Field(default_factory=lambda: datetime.now(UTC))
 
 
 ItemEvent = ContentCreated | FeedbackReceived

@@ -56,6 +56,16 @@ def test_occurred_at_from_the_producer_is_kept() -> None:
     assert event.occurred_at == datetime.fromisoformat("2024-01-02T03:04:05+02:00")
 
 
+@pytest.mark.parametrize(("make", "field"), [(content_payload, "occurred_at"), (correction_payload, "corrected_at")])
+def test_a_time_without_an_offset_is_read_as_utc(make, field) -> None:
+    """A naive and an aware time in one batch could not be sorted (the batch failed with a TypeError)."""
+    naive = parse(make(**{field: "2024-01-02T03:04:05"}))
+    aware = parse(make(**{field: "2024-01-02T05:04:05+02:00"}))
+
+    assert getattr(naive, field) == datetime.fromisoformat("2024-01-02T03:04:05+00:00") == getattr(aware, field)
+    assert sorted([getattr(naive, field), getattr(aware, field)])
+
+
 @pytest.mark.parametrize("make", [content_payload, feedback_payload, correction_payload])
 def test_an_unknown_field_is_refused(make) -> None:
     with pytest.raises(ValidationError, match=r"clicks\s+Extra inputs are not permitted"):
