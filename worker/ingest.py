@@ -41,6 +41,7 @@ class BatchSummary:
     received: int = 0
     stored: int = 0
     duplicates: int = 0
+    superseded: int = 0  # events for an item that a newer event (in the batch or stored) replaced
     corrections: int = 0
     rejected: int = 0
     failed: int = 0
@@ -121,8 +122,9 @@ class IngestService:
         written = self._with_retries(
             lambda s: self._write(s, batch, outcome, prediction, themes, rejections), commit=True
         )
-        summary.stored, summary.corrections = written
+        summary.stored, stale, summary.corrections = written
         summary.duplicates = batch.duplicates
+        summary.superseded = batch.superseded + stale
         summary.rejected = sum(r.status == "invalid" for r in rejections)
         summary.failed = sum(r.status == "failed" for r in rejections)
 
@@ -157,7 +159,8 @@ class IngestService:
         prediction: Prediction | None,
         themes: tuple[list[int], list[int | None], list[float]] | None,
         rejections: list[Rejection],
-    ) -> tuple[int, int]:
+    ) -> tuple[int, int, int]:
+        """Write the batch; returns items stored, events older than their stored item, corrections applied."""
         rows = []
         if outcome.embeddings is not None:
             for i, accepted in enumerate(outcome.events):
@@ -182,7 +185,7 @@ class IngestService:
                         similarity=[k[2] for k in kept], method="live", run_id=None)  # fmt: skip
         applied, unapplied = apply_corrections(session, batch.corrections)
         record_rejections(session, rejections + unapplied)
-        return len(written), applied
+        return len(written), len(rows) - len(written), applied
 
     def _with_retries(self, work: Callable[[Session], T], *, commit: bool = False) -> T:
         """Run `work` in a fresh session, retrying transient errors with backoff."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from schemas import ContentCreated, FeedbackReceived, ItemEvent, TagCorrected
@@ -28,6 +29,13 @@ class Sorted:
     corrections: list[Accepted] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     duplicates: int = 0
+    superseded: int = 0  # older events for an item that a newer event of this batch replaces
+
+
+def _recency(event: ItemEvent) -> tuple[datetime, uuid.UUID]:
+    """Which of two events for one item wins: the later `occurred_at`, then the greater event id, as the
+    upsert in store/items.py decides between a stored item and an event."""
+    return event.occurred_at, event.event_id
 
 
 def _reused_id(accepted: Accepted, where: str) -> Rejection:
@@ -50,6 +58,7 @@ def sort_batch(parsed: list[Accepted | Rejection], stored: dict[uuid.UUID, str |
     """
     out = Sorted()
     seen: dict[uuid.UUID, str] = {}
+    newest: dict[tuple[str, str], int] = {}  # (item kind, external id) -> its event's index in out.items
     for result in parsed:
         if isinstance(result, Rejection):
             out.rejections.append(result)
@@ -65,7 +74,19 @@ def sort_batch(parsed: list[Accepted | Rejection], stored: dict[uuid.UUID, str |
                 out.rejections.append(_reused_id(result, where))
             continue
         seen[event_id] = digest
-        (out.corrections if isinstance(result.event, TagCorrected) else out.items).append(result)
+        if isinstance(result.event, TagCorrected):
+            out.corrections.append(result)
+            continue
+        # One upsert cannot touch a row twice, so of several events for one item only the newest is written.
+        key = (result.event.item_kind, result.event.external_id)
+        if key in newest:
+            out.superseded += 1
+            kept = out.items[newest[key]]
+            if _recency(result.event) > _recency(kept.event):  # type: ignore[arg-type]
+                out.items[newest[key]] = result
+            continue
+        newest[key] = len(out.items)
+        out.items.append(result)
     return out
 
 

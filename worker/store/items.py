@@ -48,7 +48,9 @@ def _upsert_items_statement():  # type: ignore[no-untyped-def]
     return statement.on_conflict_do_update(
         constraint="uq_items_kind_external_id",
         set_=replaced,
-        where=table.c.occurred_at < statement.excluded.occurred_at,
+        # The later occurred_at wins; a tie goes to the greater event id, so every worker decides alike.
+        where=tuple_(table.c.occurred_at, table.c.event_id)
+        < tuple_(statement.excluded.occurred_at, statement.excluded.event_id),
     ).returning(table.c.id, table.c.event_id)
 
 

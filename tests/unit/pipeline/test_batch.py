@@ -59,6 +59,27 @@ def test_the_same_event_twice_in_a_batch_is_one_item_and_one_duplicate() -> None
     assert out.rejections == []
 
 
+def test_of_two_events_for_one_item_the_newer_is_written_and_the_older_superseded() -> None:
+    """One upsert cannot touch a row twice: both in one batch failed the whole batch in Postgres."""
+    older = accepted(feedback_payload(text="first words", occurred_at="2024-01-01T00:00:00Z"), "m1")
+    newer = accepted(feedback_payload(text="edited words", occurred_at="2024-01-02T00:00:00Z"), "m2")
+    other = accepted(feedback_payload(feedback_id="fb-0002"), "m3")
+
+    for arrival in ([older, newer, other], [newer, older, other]):
+        out = sort_batch(arrival, stored={})
+        assert (out.items, out.superseded) == ([newer, other], 1)
+
+
+def test_two_events_for_one_item_at_the_same_time_go_to_the_greater_event_id() -> None:
+    low, high = sorted(str(uuid.uuid4()) for _ in range(2))
+    same_time = "2024-01-01T00:00:00Z"
+    first = accepted(feedback_payload(event_id=low, text="one", occurred_at=same_time), "m1")
+    second = accepted(feedback_payload(event_id=high, text="two", occurred_at=same_time), "m2")
+
+    assert sort_batch([second, first], stored={}).items == [second]
+    assert sort_batch([first, second], stored={}).items == [second]
+
+
 def test_an_event_id_reused_in_the_batch_for_other_content_is_rejected() -> None:
     first = accepted(content_payload(event_id=FIXED_ID, text="first text"), "m1")
     reused = accepted(content_payload(event_id=FIXED_ID, text="other text"), "m2")

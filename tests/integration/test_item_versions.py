@@ -1,0 +1,52 @@
+"""Several events for one item against real Postgres: the newest is stored, the others are counted superseded."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import Engine, text
+
+from tests.integration.helpers import feedback
+from tests.integration.test_ingest_race import DIMS, FakeEmbedder, messages, service
+from worker.store.model_versions import register_model_version
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def version(engine: Engine) -> int:
+    with engine.begin() as conn:
+        return register_model_version(conn, name="fake-versions@1", base_model="fake", path=None, dims=DIMS)
+
+
+def stored_text(engine: Engine, feedback_id: str) -> str | None:
+    with engine.connect() as conn:
+        query = "SELECT text FROM items WHERE kind = 'feedback' AND external_id = :f"
+        return conn.scalar(text(query), {"f": feedback_id})
+
+
+def test_a_create_and_an_edit_of_one_item_in_one_batch_store_the_edit(engine: Engine, version: int) -> None:
+    """Both in one multi-row upsert used to fail the whole batch (Postgres: "cannot affect row a second time")."""
+    item = f"fb-{uuid.uuid4().hex[:12]}"
+    batch = [feedback("Checkout is slow", feedback_id=item, occurred_at="2026-01-01T00:00:00+00:00")]
+    batch.append(feedback("Checkout is slow on mobile", feedback_id=item, occurred_at="2026-01-02T00:00:00+00:00"))
+    batch += [feedback(f"Unrelated message {i}") for i in range(3)]
+
+    summary = service(engine, version, FakeEmbedder()).run(messages(batch))
+
+    assert (summary.stored, summary.superseded, summary.failed, summary.rejected) == (4, 1, 0, 0), summary
+    assert stored_text(engine, item) == "Checkout is slow on mobile"
+
+
+def test_an_older_or_equally_old_event_for_a_stored_item_is_superseded(engine: Engine, version: int) -> None:
+    item, same_time = f"fb-{uuid.uuid4().hex[:12]}", "2026-02-01T00:00:00+00:00"
+    low, high = sorted(str(uuid.uuid4()) for _ in range(2))
+    run = service(engine, version, FakeEmbedder()).run
+
+    assert run(messages([feedback("kept", feedback_id=item, event_id=high, occurred_at=same_time)])).stored == 1
+    summary = run(messages([feedback("tie, lower event id", feedback_id=item, event_id=low, occurred_at=same_time)]))
+    older = run(messages([feedback("older", feedback_id=item, occurred_at="2026-01-01T00:00:00+00:00")]))
+
+    assert (summary.stored, summary.superseded, older.stored, older.superseded) == (0, 1, 0, 1)
+    assert stored_text(engine, item) == "kept"
