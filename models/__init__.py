@@ -4,7 +4,7 @@ from models.base import Base
 from models.clusters import Cluster, ClusterLineage, ClusterMember, ClusterRun
 from models.corrections import TagCorrection
 from models.embeddings import Embedding
-from models.items import Item
+from models.items import Item, ReplacedEvent
 from models.model_versions import ModelVersion
 from models.rejected import RejectedEvent
 from models.tags import ItemLabel, ItemTag, ItemTagging, Tag, Tagger, TaxonomyVersion
@@ -23,6 +23,7 @@ __all__ = [
     "ItemTagging",
     "ModelVersion",
     "RejectedEvent",
+    "ReplacedEvent",
     "Tag",
     "TagCorrection",
     "Tagger",

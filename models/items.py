@@ -11,6 +11,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     Float,
+    ForeignKey,
     Identity,
     Index,
     String,
@@ -59,3 +60,15 @@ class Item(Base):
     occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ReplacedEvent(Base):
+    """An event id that wrote an item before a newer event replaced it (a database trigger records it), so a
+    redelivery of it is known as a duplicate rather than taken for an edit."""
+
+    __tablename__ = "replaced_events"
+
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    item_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("items.id", ondelete="CASCADE"), index=True)
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    replaced_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -50,3 +50,20 @@ def test_an_older_or_equally_old_event_for_a_stored_item_is_superseded(engine: E
 
     assert (summary.stored, summary.superseded, older.stored, older.superseded) == (0, 1, 0, 1)
     assert stored_text(engine, item) == "kept"
+
+
+def test_a_redelivered_event_that_was_replaced_since_is_a_duplicate(engine: Engine, version: int) -> None:
+    """Without occurred_at, a redelivery of the first event used to win again (its default time is 'now')."""
+    item = f"fb-{uuid.uuid4().hex[:12]}"
+    first = feedback("The old wording", feedback_id=item)
+    edit = feedback("The new wording", feedback_id=item)
+    for event in (first, edit):
+        event.pop("occurred_at")
+    run = service(engine, version, FakeEmbedder()).run
+
+    assert run(messages([first])).stored == 1
+    assert run(messages([edit])).stored == 1
+    again = run(messages([first]))
+
+    assert (again.stored, again.duplicates) == (0, 1), again
+    assert stored_text(engine, item) == "The new wording"

@@ -13,7 +13,7 @@ from sqlalchemy import func, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from models import Item, TagCorrection
+from models import Item, ReplacedEvent, TagCorrection
 
 
 @dataclass(frozen=True)
@@ -27,12 +27,15 @@ class ItemRow:
 
 
 def known_event_hashes(session: Session, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str | None]:
-    """Event ids already stored, with their item's content hash (None for a stored tag correction)."""
+    """Event ids already stored, with their content hash (None for a stored tag correction).
+
+    An event that a newer one has replaced is still known (`replaced_events`), so its redelivery is a duplicate.
+    """
     if not event_ids:
         return {}
-    found: dict[uuid.UUID, str | None] = dict(
-        session.execute(select(Item.event_id, Item.content_sha256).where(Item.event_id.in_(event_ids))).all()
-    )
+    current = select(Item.event_id, Item.content_sha256).where(Item.event_id.in_(event_ids))
+    replaced = select(ReplacedEvent.event_id, ReplacedEvent.content_sha256).where(ReplacedEvent.event_id.in_(event_ids))
+    found: dict[uuid.UUID, str | None] = dict(session.execute(current.union_all(replaced)).all())
     corrections = session.scalars(select(TagCorrection.event_id).where(TagCorrection.event_id.in_(event_ids)))
     found.update({event_id: None for event_id in corrections})
     return found
