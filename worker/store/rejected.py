@@ -20,6 +20,18 @@ def storable(text: str | None, limit: int = 4000) -> str | None:
     return text[:limit]
 
 
+# A rejected payload is kept for diagnosis, not replay: past this many characters (ten times the largest text an
+# event may carry, by default) only its start is kept, with a note of what was cut.
+MAX_RAW_CHARS = 1_000_000
+
+
+def capped_raw(raw: str, limit: int = MAX_RAW_CHARS) -> str:
+    """The payload text, cut at `limit` characters with a note saying how many were left out."""
+    if len(raw) <= limit:
+        return raw
+    return f"{raw[:limit]}... [{len(raw) - limit} more characters not kept]"
+
+
 def record_rejections(session: Session, rejections: Sequence[Rejection]) -> None:
     """Record each rejection; a message seen again bumps `attempts` and keeps the latest reason."""
     if not rejections:
@@ -33,7 +45,7 @@ def record_rejections(session: Session, rejections: Sequence[Rejection]) -> None
                 "kind": storable(r.kind, 64),
                 "status": r.status,
                 "reason": storable(r.reason),
-                "raw": r.raw,
+                "raw": capped_raw(r.raw),
                 "attempts": 1,
             }
             for r in unique.values()
