@@ -64,3 +64,34 @@ def plan_correction(
         before=tuple(sorted(current)),
         after=tuple(sorted(after)),
     )
+
+
+def plan_against_later_decisions(
+    *, current: set[str], added: list[str], removed: list[str], tags: dict[str, TagInfo], decided: set[str]
+) -> CorrectionPlan:
+    """`plan_correction` for a correction that arrives after people decided on some of its tags again.
+
+    Corrections are deltas, and the later decision about a tag wins in whatever order they arrive: those tags are
+    left out, and so is what they displaced. A later decision on a tag of a single-label facet decided the whole
+    facet (one tag at most), so the facet's other tags are left out too.
+
+    Raises:
+        CorrectionError: as `plan_correction`, for the correction as it was sent.
+    """
+    plan = plan_correction(current=current, added=added, removed=removed, tags=tags)
+    facets = {tags[t].facet for t in decided if t in tags and not tags[t].multi_label}
+    decided = decided | {t for t, info in tags.items() if not info.multi_label and info.facet in facets}
+    if not decided & set(plan.labels):
+        return plan
+    still = [t for t in added if t not in decided], [t for t in removed if t not in decided]
+    if not any(still):
+        return CorrectionPlan(add=(), take_off=(), labels={}, before=plan.before, after=plan.before)
+    plan = plan_correction(current=current, added=still[0], removed=still[1], tags=tags)
+    take_off = tuple(t for t in plan.take_off if t not in decided)
+    return CorrectionPlan(
+        add=plan.add,
+        take_off=take_off,
+        labels={t: present for t, present in plan.labels.items() if t not in decided},
+        before=plan.before,
+        after=tuple(sorted((set(plan.before) - set(take_off)) | set(plan.add))),
+    )

@@ -12,7 +12,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from models import Item, ItemLabel, ItemTag, Tag, TagCorrection
-from worker.pipeline.corrections import CorrectionPlan, TagInfo, plan_correction
+from worker.pipeline.corrections import CorrectionPlan, TagInfo, plan_against_later_decisions
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,16 @@ def tag_infos(session: Session) -> dict[str, tuple[int, TagInfo]]:
     return {r.name: (r.id, TagInfo(r.facet, r.multi_label)) for r in rows}
 
 
+def decided_after(session: Session, item_id: int, moment: datetime) -> set[str]:
+    """Tags of the item a person decided on after `moment`."""
+    rows = session.scalars(
+        select(Tag.name)
+        .join(ItemLabel, ItemLabel.tag_id == Tag.id)
+        .where(ItemLabel.item_id == item_id, ItemLabel.decided_at > moment)
+    )
+    return set(rows)
+
+
 def item_tag_names(session: Session, item_id: int) -> set[str]:
     rows = session.scalars(select(Tag.name).join(ItemTag, ItemTag.tag_id == Tag.id).where(ItemTag.item_id == item_id))
     return set(rows)
@@ -111,11 +121,12 @@ def apply_correction(
     infos = infos if infos is not None else tag_infos(session)
     # Lock the item's tags so two corrections of one item apply one after the other.
     session.execute(select(Item.id).where(Item.id == item_id).with_for_update())
-    plan = plan_correction(
+    plan = plan_against_later_decisions(
         current=item_tag_names(session, item_id),
         added=added,
         removed=removed,
         tags={n: i for n, (_, i) in infos.items()},
+        decided=decided_after(session, item_id, corrected_at),
     )
     correction_id = session.scalar(
         insert(TagCorrection)
@@ -145,6 +156,8 @@ def _record_labels(
     decided_at: datetime,
 ) -> None:
     """The person's decision per tag (present or absent), the training data of retraining; the latest wins."""
+    if not plan.labels:  # every tag of this correction was decided again later
+        return
     labels = [
         {"item_id": item_id, "tag_id": ids[name], "present": present, "actor": actor,
          "correction_id": correction_id, "decided_at": decided_at}

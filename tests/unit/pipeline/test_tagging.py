@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from worker.errors import CorrectionError, TaxonomyError
-from worker.pipeline.corrections import TagInfo, plan_correction
+from worker.pipeline.corrections import TagInfo, plan_against_later_decisions, plan_correction
 from worker.pipeline.tag import dump_tagger, load_tagger
 from worker.pipeline.tag_fit import FitParams, LabelledSet, choose_thresholds, fit_tagger
 from worker.pipeline.taxonomy import DEFAULT_TAXONOMY, parse_taxonomy, read_taxonomy, single_facet
@@ -158,3 +158,24 @@ def test_adding_a_single_label_tag_displaces_the_facets_other_tag() -> None:
     assert plan.take_off == ("awareness",)
     assert plan.labels == {"conversion": True, "awareness": False}
     assert plan.before == ("awareness", "bug") and plan.after == ("bug", "conversion")
+
+
+@pytest.mark.parametrize(
+    ("added", "decided", "add", "take_off", "labels"),
+    [
+        (["conversion", "bug"], {"conversion"}, ("bug",), (), {"bug": True}),  # what it displaced stays too
+        (["conversion", "bug"], {"awareness"}, ("bug",), (), {"bug": True}),  # its single-label facet was decided
+        (["conversion"], {"conversion"}, (), (), {}),
+        (["conversion"], {"pricing"}, ("conversion",), ("awareness",), {"conversion": True, "awareness": False}),
+    ],
+    ids=["added-tag-decided-later", "displaced-tag-decided-later", "everything-decided-later", "nothing-decided"],
+)
+def test_tags_decided_later_keep_that_decision_when_an_older_correction_arrives(
+    added: list[str], decided: set[str], add: tuple[str, ...], take_off: tuple[str, ...], labels: dict[str, bool]
+) -> None:
+    tags = {"awareness": TagInfo("funnel", False), "conversion": TagInfo("funnel", False), "bug": TagInfo("t", True)}
+
+    plan = plan_against_later_decisions(current={"awareness"}, added=added, removed=[], tags=tags, decided=decided)
+
+    assert (plan.add, plan.take_off, plan.labels) == (add, take_off, labels)
+    assert plan.after == tuple(sorted(({"awareness"} - set(take_off)) | set(add)))

@@ -1,0 +1,47 @@
+"""Tag corrections that arrive out of order (a requeue, two workers): the later decision about a tag wins."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import Engine, text
+
+from tests.integration.helpers import content
+from tests.integration.test_ingest_race import DIMS, FakeEmbedder, messages, service
+from worker.migrate import seed_taxonomy
+from worker.pipeline.taxonomy import DEFAULT_TAXONOMY
+from worker.services import ServiceUrls
+from worker.store.model_versions import register_model_version
+
+pytestmark = pytest.mark.integration
+
+
+def correction(content_id: str, corrected_at: str, **change: list[str]) -> dict[str, object]:
+    item = {"kind": "content", "external_id": content_id}
+    return {"kind": "tag.corrected", "event_id": str(uuid.uuid4()), "item": item, "actor": "jane@example.com",
+            "corrected_at": corrected_at, **change}  # fmt: skip
+
+
+def test_an_older_correction_arriving_after_a_newer_one_does_not_undo_it(stack: ServiceUrls, engine: Engine) -> None:
+    seed_taxonomy(stack.database_url, DEFAULT_TAXONOMY)
+    with engine.begin() as conn:
+        version = register_model_version(conn, name="fake-corrections@1", base_model="fake", path=None, dims=DIMS)
+    run = service(engine, version, FakeEmbedder()).run
+    item = content("Subject line: the spring sale ends Friday")
+    assert run(messages([item])).stored == 1
+    newer = correction(item["content_id"], "2026-03-02T00:00:00+00:00", removed=["email"])
+    older = correction(item["content_id"], "2026-03-01T00:00:00+00:00", added=["email", "paid_search"])
+
+    assert run(messages([newer])).corrections == 1
+    assert run(messages([older])).corrections == 1  # recorded, and applied where nobody decided later
+
+    with engine.connect() as conn:
+        query = """SELECT t.name, l.present FROM item_labels l JOIN tags t ON t.id = l.tag_id
+                   JOIN items i ON i.id = l.item_id WHERE i.external_id = :c"""
+        labels = dict(conn.execute(text(query), {"c": item["content_id"]}).all())
+        query = """SELECT t.name FROM item_tags it JOIN tags t ON t.id = it.tag_id
+                   JOIN items i ON i.id = it.item_id WHERE i.external_id = :c AND it.source = 'human'"""
+        human = set(conn.scalars(text(query), {"c": item["content_id"]}))
+    assert labels == {"email": False, "paid_search": True}
+    assert human == {"paid_search"}
