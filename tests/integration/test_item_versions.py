@@ -67,3 +67,23 @@ def test_a_redelivered_event_that_was_replaced_since_is_a_duplicate(engine: Engi
 
     assert (again.stored, again.duplicates) == (0, 1), again
     assert stored_text(engine, item) == "The new wording"
+
+
+def test_an_edit_drops_the_items_vectors_under_other_versions(engine: Engine, version: int) -> None:
+    """They were of the old text, and the backfill only fills in missing vectors: they stayed stale for good."""
+    with engine.begin() as conn:
+        other = register_model_version(conn, name="fake-versions@2", base_model="fake", path=None, dims=DIMS)
+    item = f"fb-{uuid.uuid4().hex[:12]}"
+    run = service(engine, version, FakeEmbedder()).run
+    run(messages([feedback("Billing page is confusing", feedback_id=item, occurred_at="2026-01-01T00:00:00+00:00")]))
+    with engine.begin() as conn:  # what a backfill for the other version writes
+        conn.execute(text("""INSERT INTO embeddings (item_id, model_version_id, vector, chunks_total, chunks_used)
+                             SELECT item_id, :other, vector, 1, 1 FROM embeddings WHERE model_version_id = :v
+                             AND item_id = (SELECT id FROM items WHERE external_id = :f)"""),
+                     {"other": other, "v": version, "f": item})  # fmt: skip
+
+    run(messages([feedback("Billing page is fine now", feedback_id=item, occurred_at="2026-01-02T00:00:00+00:00")]))
+
+    with engine.connect() as conn:
+        query = "SELECT model_version_id FROM embeddings e JOIN items i ON i.id = e.item_id WHERE i.external_id = :f"
+        assert set(conn.scalars(text(query), {"f": item})) == {version}

@@ -73,6 +73,11 @@ _UPSERT_EMBEDDINGS = text(
 )
 
 
+_DROP_OTHER_VERSIONS = text(
+    "DELETE FROM embeddings WHERE item_id = ANY(CAST(:item_ids AS bigint[])) AND model_version_id <> :model_version_id"
+)
+
+
 @lru_cache(maxsize=8)
 def _vector_format(dims: int) -> str:
     return "[" + ",".join(["%.9g"] * dims) + "]"  # 9 significant digits round-trip a float32 exactly
@@ -99,6 +104,12 @@ def upsert_items(session: Session, rows: Sequence[ItemRow], model_version_id: in
         event_id: item_id for item_id, event_id in connection.execute(_UPSERT_ITEMS, [row.values for row in rows]).all()
     }
     kept = [row for row in rows if row.values["event_id"] in written]
+    # A replaced item's vectors under other versions are of its old text: drop them, and the backfill of a
+    # version that becomes active embeds the new text (it fills in what is missing).
+    if written:
+        connection.execute(
+            _DROP_OTHER_VERSIONS, {"item_ids": list(written.values()), "model_version_id": model_version_id}
+        )
     write_embeddings(
         session,
         model_version_id=model_version_id,
