@@ -21,6 +21,7 @@ from worker.store.clusters import (
     Themes,
     active_themes,
     finish_run,
+    live_themes_elsewhere,
     load_feedback,
     record_lineage,
     release_members_of,
@@ -105,10 +106,13 @@ class ClusteringService:
         return RunSummary(run_id, "skipped", n, 0, None, round(seconds, 2), message)
 
     def _write(self, session, run_id: int, feedback: Feedback, result: ClusterResult) -> None:  # type: ignore[no-untyped-def]
+        # Themes of another version (before a promotion or a rollback) keep their ids by shared members; those
+        # that no cluster continues are retired, so one version's themes are live at a time.
         previous = active_themes(session, self.model_version_id)
         match = match_clusters(
             new_labels=result.labels, old_labels=feedback.current, new_centroids=result.centroids,
-            old_ids=previous.ids, old_centroids=previous.centroids,
+            old_ids=previous.ids + live_themes_elsewhere(session, self.model_version_id),
+            old_centroids=previous.centroids,
         )  # fmt: skip
         keywords = ctfidf_keywords(feedback.texts, result.labels, result.n_clusters)
         closest = representatives(feedback.vectors, result.labels, result.centroids)

@@ -131,3 +131,37 @@ def test_the_dashboard_role_reads_views_and_nothing_else(stack: ServiceUrls, eng
     dash.dispose()
     with engine.connect() as conn:
         assert active_version(conn) is not None  # type: ignore[arg-type]
+
+
+def test_after_a_version_change_the_themes_keep_their_ids_under_the_new_version(
+    engine: Engine,
+    sample_feedback,  # type: ignore[no-untyped-def]
+) -> None:
+    """Theme ids used to carry over while the rows stayed under the old version: the new version's live
+    assignment saw no theme, and the old version's themes were never retired."""
+    first = service(engine)
+    assert first.run().status == "succeeded"
+    with engine.begin() as conn:
+        before = set(conn.scalars(text("SELECT id FROM clusters WHERE retired_at IS NULL")))
+        new = conn.execute(
+            text(
+                "INSERT INTO model_versions (name, base_model, dims, status, metrics, params) "
+                "VALUES ('same-weights-v2', 'test', 384, 'candidate', '{}', '{}') RETURNING id"
+            )
+        ).scalar_one()
+        conn.execute(text("INSERT INTO embeddings (item_id, model_version_id, vector, chunks_total, chunks_used) "
+                          "SELECT item_id, :new, vector, chunks_total, chunks_used FROM embeddings "
+                          "WHERE model_version_id = :old"), {"new": new, "old": first.model_version_id})  # fmt: skip
+    second = ClusteringService(engine=engine, model_version_id=new, settings=first.settings)
+    assert second.run().status == "succeeded"
+
+    with engine.connect() as conn:
+        live: dict[int, int] = dict(
+            conn.execute(text("SELECT id, model_version_id FROM clusters WHERE retired_at IS NULL")).all()
+        )
+    assert set(live.values()) == {new}, "only the new version's themes are live"
+    assert len(before & set(live)) >= len(before) - 1, (before, live)  # the same vectors keep (nearly) every id
+    assert first.run().status == "succeeded"  # and back, as a rollback would
+    with engine.connect() as conn:
+        versions = set(conn.scalars(text("SELECT DISTINCT model_version_id FROM clusters WHERE retired_at IS NULL")))
+    assert versions == {first.model_version_id}

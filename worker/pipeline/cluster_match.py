@@ -29,7 +29,16 @@ def match_clusters(
     old_ids: list[int],
     old_centroids: NDArray[np.float32],
 ) -> Match:
-    """Args: new_labels (n,) cluster index or -1; old_labels (n,) each item's previous cluster id or None."""
+    """Match a run's clusters to the themes before it.
+
+    Args:
+        new_labels: (n,) cluster index of each item, or -1.
+        old_labels: (n,) each item's previous theme id, or None.
+        new_centroids: (k, dims) the run's centroids.
+        old_ids: the themes that may continue: the version's own first, then any of other model versions.
+        old_centroids: (m, dims) centroids of the first m `old_ids`. The rest live in another model's space, so
+            they continue by shared members only, never by centroid similarity.
+    """
     k = len(new_centroids)
     overlap: dict[tuple[int, int], int] = {}
     old_sizes: dict[int, int] = {}
@@ -39,7 +48,9 @@ def match_clusters(
             if new >= 0:
                 overlap[(new, old)] = overlap.get((new, old), 0) + 1
     new_sizes = np.bincount(new_labels[new_labels >= 0], minlength=k)
-    similarity = new_centroids @ old_centroids.T if len(old_ids) and k else np.zeros((k, len(old_ids)))
+    similarity = np.full((k, len(old_ids)), -1.0)
+    if len(old_centroids) and k:
+        similarity[:, : len(old_centroids)] = new_centroids @ old_centroids.T
     claims: dict[int, list[tuple[float, int]]] = {}
     for j in range(k):
         candidates = [(count / max(new_sizes[j], 1), old) for (new, old), count in overlap.items() if new == j]

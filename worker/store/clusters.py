@@ -76,12 +76,22 @@ def active_themes(session: Session, model_version_id: int) -> Themes:
     return Themes([r.id for r in rows], np.stack([np.asarray(r.centroid, dtype=np.float32) for r in rows]))
 
 
+def live_themes_elsewhere(session: Session, model_version_id: int) -> list[int]:
+    """Ids of themes not retired that belong to other model versions (from before a promotion or rollback)."""
+    query = select(Cluster.id).where(Cluster.retired_at.is_(None), Cluster.model_version_id != model_version_id)
+    return list(session.scalars(query.order_by(Cluster.id)))
+
+
 def save_cluster(session: Session, *, cluster_id: int | None, run_id: int, model_version_id: int,
                  values: dict[str, Any]) -> int:  # fmt: skip
-    """Update a continuing theme or insert a new one; returns its id."""
+    """Update a continuing theme (it moves to this run's model version) or insert a new one; returns its id."""
     values = {**values, "centroid": np.asarray(values["centroid"], dtype=np.float32), "last_run_id": run_id}
     if cluster_id is not None:
-        session.execute(update(Cluster).where(Cluster.id == cluster_id).values(retired_at=None, **values))
+        session.execute(
+            update(Cluster)
+            .where(Cluster.id == cluster_id)
+            .values(retired_at=None, model_version_id=model_version_id, **values)
+        )
         return cluster_id
     new_id = session.scalar(
         insert(Cluster).values(model_version_id=model_version_id, first_run_id=run_id, **values).returning(Cluster.id)

@@ -148,3 +148,15 @@ def test_representatives_are_closest_to_the_centre() -> None:
     centroids = unit_rows(np.stack([vectors[truth == c].mean(axis=0) for c in range(2)]))
     reps = representatives(vectors, truth, centroids, per_cluster=3)
     assert all(truth[r] == c for c in range(2) for r in reps[c]) and len(reps[0]) == 3
+
+
+def test_themes_of_another_model_version_continue_by_members_only() -> None:
+    """Their centroids are in another model's space: a similar-looking centroid there must not claim them."""
+    old_labels: list[int | None] = [7] * 5 + [None] * 5
+    new_labels = np.array([0] * 5 + [1] * 5)
+    new_centroids = unit_rows(np.eye(2, 8, dtype=np.float32))
+    own = unit_rows(np.eye(1, 8, 1, dtype=np.float32))  # theme 3 of this version, the same direction as cluster 1
+    match = match_clusters(new_labels=new_labels, old_labels=old_labels, new_centroids=new_centroids,
+                           old_ids=[3, 7, 9], old_centroids=own)  # fmt: skip
+    assert match.keeps == [7, 3]  # 7 by its members, 3 by its centroid
+    assert [old for old, _ in match.retired] == [9]  # another version's theme nobody continues is retired
