@@ -120,10 +120,14 @@ class TaggingService:
         return Prediction(stored.id, self._tag_ids, found, margins)
 
     def fit(self, *, force: bool = False) -> FitSummary | None:
-        """Fit and store a new tagger when the taxonomy or the human labels changed; None if nothing to do."""
+        """Fit and store a new tagger when the taxonomy or the human labels changed; None if nothing to do.
+
+        `force` fits even so, and waits for a fit running elsewhere rather than skip: after a backfill, that
+        other fit may have read the version's vectors before they were all there.
+        """
         started = time.perf_counter()
         with session_scope(self.engine) as session:
-            if not try_fit_lock(session):
+            if not try_fit_lock(session, wait=force):
                 log.info("another process is fitting a tagger; skipping")
                 return None
             found = current_taxonomy(session)

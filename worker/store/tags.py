@@ -142,6 +142,12 @@ def human_labels(session: Session, model_version_id: int, dims: int) -> Labelled
     return LabelledSet(vectors, [frozenset(r.tags) for r in rows])
 
 
-def try_fit_lock(session: Session) -> bool:
-    """Take the transaction-scoped lock that keeps tagger fits one at a time; False if another holds it."""
+def try_fit_lock(session: Session, *, wait: bool = False) -> bool:
+    """Take the transaction-scoped lock that keeps tagger fits one at a time; False if another holds it.
+
+    With `wait`, block until the other fit commits (a fit takes seconds) instead of giving up.
+    """
+    if wait:
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": TAGGING_LOCK})
+        return True
     return bool(session.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": TAGGING_LOCK}))
