@@ -9,7 +9,7 @@ from celery_batches import SimpleRequest
 
 from worker.batching import IngestBatches
 from worker.celery_app import app
-from worker.pipeline.validate import RawMessage
+from worker.pipeline.validate import read_message
 from worker.runtime import get_runtime
 from worker.settings import get_settings
 
@@ -25,7 +25,8 @@ _batching = get_settings().batching
 )
 def ingest(requests: list[SimpleRequest]) -> dict[str, Any]:
     """Validate, embed and store a micro-batch of events: `send_task("tagworker.ingest", args=[event])`."""
-    messages = [RawMessage(str(r.id), tuple(r.args or ()), dict(r.kwargs or {})) for r in requests]
+    # Per request: a hand-made body with args or kwargs of the wrong shape is rejected alone, not the batch.
+    messages = [read_message(r.id, r.args, r.kwargs) for r in requests]
     return get_runtime().ingest.run(messages).as_dict()
 
 

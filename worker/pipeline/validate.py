@@ -17,11 +17,13 @@ _EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
 @dataclass(frozen=True)
 class RawMessage:
-    """One broker message as the task received it."""
+    """One broker message as the task received it; build it with `read_message`."""
 
     message_id: str
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
+    # Set when the body's args or kwargs could not be read at all; `parse_message` returns it as it is.
+    malformed: Rejection | None = None
 
 
 @dataclass(frozen=True)
@@ -44,12 +46,43 @@ class Accepted:
     event: Event
 
 
+# The `raw` of a payload that not even `repr` can write: a rejection must still be recorded.
+UNWRITABLE_RAW = '"<payload not kept: too deeply nested to write out>"'
+
+
 def raw_text(value: Any) -> str:
-    """The payload as JSON text that any TEXT column stores (NUL and lone surrogates escaped)."""
+    """The payload as JSON text that any TEXT column stores (NUL and lone surrogates escaped); never raises."""
     try:
         return json.dumps(value, ensure_ascii=True, default=repr)
     except (ValueError, RecursionError):  # circular or absurdly deep
+        pass
+    try:
         return repr(value)[:100_000]
+    except RecursionError:  # deeper than the stack allows (about 1,000 levels, less inside a worker)
+        return UNWRITABLE_RAW
+
+
+def read_message(message_id: object, args: object, kwargs: object) -> RawMessage:
+    """One request of a batch as a RawMessage; never raises, whatever a hand-made body holds.
+
+    Args or kwargs of the wrong shape would make the whole batch fail before validation (and be requeued
+    forever), so they become this message's rejection instead. They are not coerced: `tuple("abc")` or
+    `dict([["event", x]])` would make up an event the producer never sent.
+    """
+    identifier = str(message_id)
+    found_args = () if args is None else args
+    found_kwargs = {} if kwargs is None else kwargs
+    if isinstance(found_args, list | tuple) and isinstance(found_kwargs, dict):
+        return RawMessage(identifier, tuple(found_args), dict(found_kwargs))
+    rejection = Rejection(identifier, _shape_problem(found_args, found_kwargs), raw_text([args, kwargs]))
+    return RawMessage(identifier, (), {}, malformed=rejection)
+
+
+def _shape_problem(args: object, kwargs: object) -> str:
+    hint = "send the event as send_task('tagworker.ingest', args=[event])"
+    if not isinstance(args, list | tuple):
+        return f"message args must be a list (holding the event), got {type(args).__name__}; {hint}"
+    return f"message kwargs must be an object, got {type(kwargs).__name__}; {hint}"
 
 
 def _depth(value: Any, limit: int, level: int = 0) -> int:
@@ -130,6 +163,8 @@ def _precheck(payload: Any, limits: IngestSettings) -> str | None:
 
 def parse_message(message: RawMessage, limits: IngestSettings) -> Accepted | Rejection:
     """Validate one message; never raises, whatever the input."""
+    if message.malformed is not None:
+        return message.malformed
     try:
         return _parse(message, limits)
     except Exception as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import uuid
 from datetime import datetime
 from typing import Any
@@ -12,7 +13,15 @@ import pytest
 
 from schemas import ContentCreated, FeedbackReceived, TagCorrected
 from tests.unit.factories import FIXED_ID, content_payload, correction_payload, feedback_payload, message
-from worker.pipeline.validate import Accepted, RawMessage, Rejection, parse_message, raw_text
+from worker.pipeline.validate import (
+    UNWRITABLE_RAW,
+    Accepted,
+    RawMessage,
+    Rejection,
+    parse_message,
+    raw_text,
+    read_message,
+)
 from worker.settings import IngestSettings
 
 LIMITS = IngestSettings()
@@ -310,3 +319,60 @@ def test_a_reason_never_holds_a_nul(payload: dict[str, Any]) -> None:
     rejection = reject(message(payload))
 
     assert "\x00" not in rejection.reason
+
+
+def too_deep_for_repr() -> list[Any]:
+    """A list nested deeper than the interpreter's recursion limit: neither `json.dumps` nor `repr` can write it."""
+    value: list[Any] = []
+    for _ in range(sys.getrecursionlimit() + 100):
+        value = [value]
+    return value
+
+
+def test_raw_text_of_a_payload_even_repr_cannot_write_is_a_placeholder() -> None:
+    assert raw_text(too_deep_for_repr()) == UNWRITABLE_RAW
+    assert json.loads(UNWRITABLE_RAW)  # still JSON text, like every `raw`
+
+
+def test_a_payload_nested_too_deep_to_write_out_is_still_rejected() -> None:
+    rejection = reject(message(content_payload(metadata={"x": too_deep_for_repr()})))
+
+    assert rejection.reason == "metadata is nested deeper than 3 levels"
+    assert rejection.raw == UNWRITABLE_RAW
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "reason"),
+    [
+        pytest.param(5, {}, r"^message args must be a list \(holding the event\), got int;", id="args-int"),
+        pytest.param("abc", {}, r"^message args must be a list .*, got str;", id="args-string"),
+        pytest.param([], ["x"], r"^message kwargs must be an object, got list;", id="kwargs-list"),
+        pytest.param([], [["event", 1]], r"^message kwargs must be an object, got list;", id="kwargs-pairs"),
+        pytest.param({"kind": "x"}, None, r"^message args must be a list .*, got dict;", id="args-object"),
+    ],
+)
+def test_a_body_whose_args_or_kwargs_have_the_wrong_shape_is_rejected(args: Any, kwargs: Any, reason: str) -> None:
+    rejection = reject(read_message("msg-1", args, kwargs))
+
+    assert rejection.message_id == "msg-1"
+    assert re.search(reason, rejection.reason), rejection.reason
+    assert json.loads(rejection.raw) == [args, kwargs]  # the body as sent, not a coerced copy
+
+
+def test_a_malformed_message_does_not_take_the_rest_of_its_batch_with_it() -> None:
+    bodies = [("bad-args", 5, {}), ("good", [content_payload()], None), ("bad-kwargs", [], ["x"])]
+
+    results = [parse_message(read_message(mid, args, kwargs), LIMITS) for mid, args, kwargs in bodies]
+
+    assert [(type(r).__name__, r.message_id) for r in results] == [
+        ("Rejection", "bad-args"),
+        ("Accepted", "good"),
+        ("Rejection", "bad-kwargs"),
+    ]
+
+
+def test_read_message_keeps_a_well_formed_body_as_the_task_received_it() -> None:
+    event = content_payload()
+
+    assert read_message(123, [event], None) == RawMessage("123", (event,), {})
+    assert read_message("m", None, {"event": event}) == RawMessage("m", (), {"event": event})

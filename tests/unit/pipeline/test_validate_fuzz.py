@@ -8,7 +8,7 @@ import uuid
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from worker.pipeline.validate import Accepted, RawMessage, Rejection, parse_message
+from worker.pipeline.validate import Accepted, RawMessage, Rejection, parse_message, read_message
 from worker.settings import IngestSettings
 
 LIMITS = IngestSettings(max_text_chars=2000, max_metadata_bytes=2048, max_metadata_depth=4)
@@ -59,3 +59,15 @@ def test_every_payload_is_accepted_or_rejected_with_a_reason(payload: object) ->
         dumped = result.event.model_dump_json()
         dumped.encode("utf-8")  # no lone surrogates reach PostgreSQL
         assert "\\u0000" not in dumped
+
+
+# A hand-made Celery body may hold anything JSON where args and kwargs belong.
+@settings(max_examples=300, deadline=None)
+@given(args=json_values | st.lists(payloads, max_size=2), kwargs=json_values | st.dictionaries(any_text, payloads))
+def test_any_args_and_kwargs_give_an_event_or_a_reason(args: object, kwargs: object) -> None:
+    result = parse_message(read_message("m-1", args, kwargs), LIMITS)
+
+    assert result.message_id == "m-1"
+    if isinstance(result, Rejection):
+        assert result.reason.strip()
+        result.raw.encode("ascii")
