@@ -16,12 +16,19 @@ they were nearly all of the worker's main-process CPU in `tagworker bench` (1.5-
 Here, after the blocking `BLMOVE` of one message, one Lua call records it in `unacked`, takes up to
 `BULK_TAKE - 1` more that are waiting (within the prefetch limit) and records those too, atomically; acks are
 sent together, before the next take. A delayed ack can only make a message run twice, never vanish.
+
+An entry that no queue can take (not a kombu message: a hand-pushed string, JSON of another shape; or a message
+routed to no queue) must neither crash the consumer nor stop the sweep for the entries behind it. It moves to
+the dead-letter list `<unacked_key>_dead_letter` ("unacked_dead_letter" by default), one list for all queues
+because the sweep cannot tell which queue such an entry came from, and gets a `rejected_events` row named
+`refused-<sha1 of the entry>`. Inspect with `LRANGE unacked_dead_letter 0 -1`; nothing reads the list again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from time import monotonic, time
 from typing import Any
 
@@ -40,39 +47,103 @@ MULTI_KEY_WAIT_S = 0.1
 BULK_TAKE = 32
 
 # Record the in-flight message ARGV[2] (tag ARGV[3], exchange ARGV[4], routing key ARGV[5]) in `unacked` and
-# drop it from the in-flight list; then move up to ARGV[6] more from the queue KEYS[4] straight into `unacked`.
-# A queue entry that is not a kombu message is left where it is, for the normal path to report.
+# drop it from the in-flight list; then move up to ARGV[6] more from the queue KEYS[4] straight into `unacked`,
+# returning {tag, raw} for each. A queue entry that fails the checks of `read_entry` is left where it is, for
+# the normal path to dead-letter. cjson reads a little more than Python (hex numbers, raw newlines in strings):
+# the channel dead-letters such an entry from `unacked` after the take.
 _RECORD_AND_TAKE = """
 local now = ARGV[1]
-redis.call('ZADD', KEYS[2], now, ARGV[3])
 local function entry(raw, exchange, routing_key)
   return '[' .. raw .. ',' .. cjson.encode(exchange) .. ',' .. cjson.encode(routing_key) .. ']'
 end
+local function read(raw)
+  local ok, message = pcall(cjson.decode, raw)
+  if not ok or type(message) ~= 'table' or type(message.properties) ~= 'table' then return nil end
+  local tag, info = message.properties.delivery_tag, message.properties.delivery_info
+  if info == nil then info = {} end
+  if type(tag) ~= 'string' or type(info) ~= 'table' then return nil end
+  local exchange, routing_key = info.exchange or '', info.routing_key or ''
+  if type(exchange) ~= 'string' or type(routing_key) ~= 'string' then return nil end
+  return tag, exchange, routing_key
+end
+redis.call('ZADD', KEYS[2], now, ARGV[3])
 redis.call('HSET', KEYS[1], ARGV[3], entry(ARGV[2], ARGV[4], ARGV[5]))
 redis.call('LREM', KEYS[3], 1, ARGV[2])
 local taken = {}
 for i = 1, tonumber(ARGV[6]) do
   local raw = redis.call('LINDEX', KEYS[4], -1)
   if not raw then break end
-  local ok, message = pcall(cjson.decode, raw)
-  if not ok or type(message) ~= 'table' or type(message.properties) ~= 'table'
-     or type(message.properties.delivery_tag) ~= 'string' then break end
-  local info = message.properties.delivery_info or {}
+  local tag, exchange, routing_key = read(raw)
+  if not tag then break end
   redis.call('RPOP', KEYS[4])
-  redis.call('ZADD', KEYS[2], now, message.properties.delivery_tag)
-  redis.call('HSET', KEYS[1], message.properties.delivery_tag, entry(raw, info.exchange or '', info.routing_key or ''))
-  taken[#taken + 1] = raw
+  redis.call('ZADD', KEYS[2], now, tag)
+  redis.call('HSET', KEYS[1], tag, entry(raw, exchange, routing_key))
+  taken[#taken + 1] = {tag, raw}
 end
 return taken
 """
 
-# Take the entry out of the in-flight list and push the message back to its queue(s), only if no worker
-# removed it meanwhile: a worker that tracked it in `unacked` already owns it.
+# Take the entry ARGV[1] out of the in-flight list and push ARGV[2] to the list(s) KEYS[2..] (its queues, or
+# the dead-letter list), only if no worker removed it meanwhile: a worker that tracked it already owns it.
 _PUT_BACK = """
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
 for i = 2, #KEYS do redis.call('RPUSH', KEYS[i], ARGV[2]) end
 return 1
 """
+
+
+class NotDeliverable(ValueError):
+    """A queue or in-flight entry that no queue can take; the message says why, for a person to act on."""
+
+
+def read_entry(raw: bytes) -> dict[str, Any]:
+    """The kombu message a list entry holds; raises NotDeliverable when it holds none."""
+    try:
+        message = loads(bytes_to_str(raw))
+    except Exception as exc:  # JSONDecodeError, RecursionError, or kombu's own decoding of tagged values
+        raise NotDeliverable(f"not a kombu message (not JSON: {type(exc).__name__}: {exc})"[:500]) from None
+    properties = message.get("properties") if isinstance(message, dict) else None
+    if not isinstance(properties, dict) or not isinstance(properties.get("delivery_tag"), str):
+        raise NotDeliverable("not a kombu message (JSON without a properties.delivery_tag string)")
+    delivery = properties.get("delivery_info", {})
+    if not isinstance(delivery, dict) or not all(
+        isinstance(delivery.get(key, ""), str) for key in ("exchange", "routing_key")
+    ):
+        raise NotDeliverable("not a kombu message (delivery_info is not an object with text exchange, routing_key)")
+    return message
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A dead-lettered entry as `record_refused` reads a message: a body, and a tag the row is named after."""
+
+    body: bytes
+
+    @property
+    def delivery_tag(self) -> str:
+        return hashlib.sha1(self.body).hexdigest()
+
+
+def report_dead_letter(raw: bytes, reason: str, dead_letter_key: str) -> None:
+    """Log the entry and record it in `rejected_events`; rare enough for one line each."""
+    reason = f"{reason}; moved to the Redis list {dead_letter_key!r}"
+    log.warning("dead-lettered a broker entry: %s", reason)
+    # Imported here: kombu loads this transport wherever a broker URL names it, and only a worker has the
+    # database settings (and the database layer) that recording needs.
+    from worker.refused import record_refused
+
+    record_refused(DeadLetter(raw), f"dead-lettered by the broker: {reason}; publish with Celery's send_task")
+
+
+def put_back_or_skip(channel: Channel, client: Any, raw: bytes) -> int:
+    """`put_back`, but an entry that fails to go back cannot stop the sweep of the others."""
+    try:
+        return channel.put_back(client, raw)
+    except channel.connection_errors:
+        raise  # Redis itself is gone: every other entry would fail the same way
+    except Exception:
+        log.exception("could not put back in-flight entry %r; the next sweep tries again", raw[:200])
+        return 0
 
 
 class QoS(kombu_redis.QoS):
@@ -123,7 +194,7 @@ class QoS(kombu_redis.QoS):
             if gone:
                 client.hdel(channel.inflight_seen_key, *gone)
             stale = [raw for digest, raw in current.items() if now - seen.get(digest, now) >= self.visibility_timeout]
-            restored = sum(channel.put_back(client, raw) for raw in stale)
+            restored = sum(put_back_or_skip(channel, client, raw) for raw in stale)
         if restored:
             log.warning("put back %d message(s) a dead worker had taken but not tracked", restored)
         return restored
@@ -149,6 +220,10 @@ class Channel(kombu_redis.Channel):
     @property
     def inflight_seen_key(self) -> str:
         return f"{self.unacked_key}_inflight_seen"
+
+    @property
+    def dead_letter_key(self) -> str:
+        return f"{self.unacked_key}_dead_letter"
 
     def close(self) -> None:
         try:
@@ -186,20 +261,25 @@ class Channel(kombu_redis.Channel):
             queue = self._blmove_queue
             assert queue is not None
             self._queue_cycle.rotate(queue)
-            first = loads(bytes_to_str(item))
+            try:
+                first = read_entry(item)
+            except NotDeliverable as exc:
+                with self.conn_or_acquire() as client:
+                    self.dead_letter(client, item, f"{exc}; taken from queue {queue!r}")
+                raise kombu_redis.Empty() from None
             if queue not in self.connection._callbacks:
                 # No consumer any more: kombu puts the message back itself, so it must not be in `unacked`.
                 self.connection._deliver(first, queue)
                 self.client.lrem(self.inflight_key, 1, item)
                 return True
             more = self._record_and_take(item, first)
-            self._deliver_recorded([first, *(loads(bytes_to_str(raw)) for raw in more)], queue)
+            self._deliver_recorded([first, *self._read_taken(more, queue)], queue)
             return True
         finally:
             self._in_poll = None  # type: ignore[assignment]
             self._flush_brpop_reauth()
 
-    def _record_and_take(self, item: bytes, first: dict[str, Any]) -> list[bytes]:
+    def _record_and_take(self, item: bytes, first: dict[str, Any]) -> list[tuple[bytes, bytes]]:
         """Record `first` in `unacked` and take up to BULK_TAKE - 1 more waiting messages, in one round trip."""
         properties = first["properties"]
         delivery = properties.get("delivery_info") or {}
@@ -215,7 +295,21 @@ class Channel(kombu_redis.Channel):
             extra,
         ]
         with self.conn_or_acquire() as client:
-            return list(client.eval(_RECORD_AND_TAKE, len(keys), *keys, *args))
+            return [(tag, raw) for tag, raw in client.eval(_RECORD_AND_TAKE, len(keys), *keys, *args)]
+
+    def _read_taken(self, taken: list[tuple[bytes, bytes]], queue: str) -> list[dict[str, Any]]:
+        """The messages of a bulk take; an entry Lua read but Python cannot leaves `unacked` for the dead letters."""
+        messages = []
+        for tag, raw in taken:
+            try:
+                messages.append(read_entry(raw))
+            except NotDeliverable as exc:
+                with self.conn_or_acquire() as client:
+                    pipe = client.pipeline()  # a transaction: the entry is never in both places, nor in neither
+                    pipe.hdel(self.unacked_key, tag).zrem(self.unacked_index_key, tag)
+                    pipe.rpush(self.dead_letter_key, raw).execute()
+                report_dead_letter(raw, f"{exc}; taken from queue {queue!r}", self.dead_letter_key)
+        return messages
 
     def _deliver_recorded(self, payloads: list[dict[str, Any]], queue: str) -> None:
         """Hand messages already in `unacked` to the consumer; kombu's QoS must not record them again."""
@@ -229,16 +323,39 @@ class Channel(kombu_redis.Channel):
             self.qos.recorded.difference_update(tags)
 
     def put_back(self, client: Any, raw: bytes) -> int:
-        """Move one in-flight entry back to its queue(s), marked redelivered; 0 when a worker took it meanwhile."""
-        message = loads(bytes_to_str(raw))
-        delivery = message.get("properties", {}).get("delivery_info", {})
-        queues = self._lookup(delivery.get("exchange", ""), delivery.get("routing_key", ""))
-        message.setdefault("headers", {})["redelivered"] = True
-        if isinstance(delivery, dict):
-            delivery["redelivered"] = True
+        """Move one in-flight entry back to its queue(s), marked redelivered; 0 when a worker took it meanwhile.
+
+        An entry no queue can take goes to the dead-letter list instead, and counts 0.
+        """
+        try:
+            message = read_entry(raw)
+            queues = self._destinations(message)
+        except NotDeliverable as exc:
+            self.dead_letter(client, raw, f"{exc}; found in the in-flight list {self.inflight_key!r}")
+            return 0
+        message["properties"].setdefault("delivery_info", {})["redelivered"] = True
+        if isinstance(message.setdefault("headers", {}), dict):  # a hand-made message may hold `null` or text
+            message["headers"]["redelivered"] = True
         priority = self._get_message_priority(message, reverse=False)
         keys = [self.inflight_key] + [self._q_for_pri(q, priority) for q in queues]
         return int(client.eval(_PUT_BACK, len(keys), *keys, raw, dumps(message)))
+
+    def _destinations(self, message: dict[str, Any]) -> list[str]:
+        """The queues a message goes back to; kombu answers [None] or [] where none is bound."""
+        delivery = message["properties"].get("delivery_info", {})
+        exchange, routing_key = delivery.get("exchange", ""), delivery.get("routing_key", "")
+        queues = self._lookup(exchange, routing_key)
+        if not queues or not all(queues):
+            raise NotDeliverable(f"no queue is bound to exchange {exchange!r} with routing key {routing_key!r}")
+        return list(queues)
+
+    def dead_letter(self, client: Any, raw: bytes, reason: str) -> int:
+        """Move an in-flight entry to the dead-letter list and report it; 0 when a worker took it meanwhile."""
+        keys = [self.inflight_key, self.dead_letter_key]
+        moved = int(client.eval(_PUT_BACK, len(keys), *keys, raw, raw))
+        if moved:
+            report_dead_letter(raw, reason, self.dead_letter_key)
+        return moved
 
 
 class Transport(kombu_redis.Transport):
