@@ -15,12 +15,14 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from worker.db import session_scope
 from worker.pipeline.embed import Embedder
 from worker.store.items import write_embeddings
-from worker.store.model_versions import set_backfill
+from worker.store.model_versions import active_version_id, set_backfill
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,8 @@ _MISSING = """
 
 @dataclass
 class BackfillSummary:
+    """`done`, `skipped` (another backfill holds the lock) or `superseded` (this version is no longer active)."""
+
     status: str
     embedded: int = 0
     remaining: int = 0
@@ -58,48 +62,81 @@ class BackfillService:
         self.chunk = chunk
 
     def run(self, progress: Callable[[int, int], None] = lambda *_: None) -> BackfillSummary:
-        """Embed every item that has no vector for this version yet; skipped if another backfill runs."""
+        """Embed every item that has no vector for this version yet; skipped if another backfill runs.
+
+        Status `done`, `skipped`, or `superseded`: another version became active (a rollback or a promotion)
+        before or while this ran, so it stopped, and the new version's own backfill can take the lock.
+        """
         started = time.perf_counter()
         with self.engine.connect() as lock:
             if not lock.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": BACKFILL_LOCK}):
                 return BackfillSummary("skipped")
             lock.commit()
             try:
-                embedded, total = self._fill(progress)
+                status, embedded, total = self._fill(progress)
             finally:
-                lock.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": BACKFILL_LOCK})
-                lock.commit()
+                _unlock(lock)
         seconds = round(time.perf_counter() - started, 1)
         if embedded:
             log.info("backfill of model version %d: %d items in %.1fs", self.model_version_id, embedded, seconds)
-        return BackfillSummary("done", embedded, total - embedded if total > embedded else 0, seconds)
+        return BackfillSummary(status, embedded, max(total - embedded, 0), seconds)
 
-    def _fill(self, progress: Callable[[int, int], None]) -> tuple[int, int]:
+    def _fill(self, progress: Callable[[int, int], None]) -> tuple[str, int, int]:
+        """Chunk after chunk until no item lacks a vector, or this version stops being the active one."""
+        if self._superseded():
+            return "superseded", 0, 0
         total = missing_count(self.engine, self.model_version_id)
         if total == 0:
-            return 0, 0
+            return "done", 0, 0
         state: dict[str, Any] = {"total": total, "done": 0, "started_at": datetime.now(UTC).isoformat()}
-        done = 0
         while True:
+            # Checked per chunk: a backfill takes long, and one for a retired version would hold the lock the
+            # active version's backfill needs while writing vectors nothing reads.
+            if self._superseded():
+                return "superseded", state["done"], state["total"]
             with session_scope(self.engine) as session:
-                rows = session.execute(
-                    text(f"SELECT i.id, i.text {_MISSING} ORDER BY i.id LIMIT :n"),
-                    {"version": self.model_version_id, "n": self.chunk},
-                ).all()
-                if not rows:
-                    state["finished_at"] = datetime.now(UTC).isoformat()
-                    set_backfill(session, self.model_version_id, state)
-                    session.commit()
-                    return done, total
-                embeddings = self.embedder.embed([r.text for r in rows])
-                write_embeddings(
-                    session, model_version_id=self.model_version_id, item_ids=[r.id for r in rows],
-                    vectors=embeddings.vectors, chunks_total=embeddings.chunks_total,
-                    chunks_used=embeddings.chunks_used,
-                )  # fmt: skip
-                done += len(rows)
-                state["done"] = done
-                state["total"] = max(total, done)
-                set_backfill(session, self.model_version_id, state)
+                filled = self._fill_chunk(session, state)
                 session.commit()
-            progress(done, state["total"])
+            if not filled:
+                return "done", state["done"], state["total"]
+            progress(state["done"], state["total"])
+
+    def _fill_chunk(self, session: Session, state: dict[str, Any]) -> int:
+        """Embed and write the next chunk, recording progress in `state` and on the row; 0 when none is left."""
+        rows = session.execute(
+            text(f"SELECT i.id, i.text {_MISSING} ORDER BY i.id LIMIT :n"),
+            {"version": self.model_version_id, "n": self.chunk},
+        ).all()
+        if rows:
+            embeddings = self.embedder.embed([r.text for r in rows])
+            write_embeddings(
+                session, model_version_id=self.model_version_id, item_ids=[r.id for r in rows],
+                vectors=embeddings.vectors, chunks_total=embeddings.chunks_total, chunks_used=embeddings.chunks_used,
+            )  # fmt: skip
+            state["done"] += len(rows)
+            state["total"] = max(state["total"], state["done"])
+        else:
+            state["finished_at"] = datetime.now(UTC).isoformat()
+        set_backfill(session, self.model_version_id, state)
+        return len(rows)
+
+    def _superseded(self) -> bool:
+        with self.engine.connect() as connection:
+            active = active_version_id(connection)
+        if active != self.model_version_id:
+            log.info("backfill of model version %d stops: version %s is active now", self.model_version_id, active)
+            return True
+        return False
+
+
+def _unlock(lock: Connection) -> None:
+    """Unlock, logging rather than raising.
+
+    A dropped connection has released the lock already, and an error here must not replace the backfill's own
+    result (or its own exception).
+    """
+    try:
+        lock.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": BACKFILL_LOCK})
+        lock.commit()
+    except SQLAlchemyError:
+        log.warning("could not release the backfill lock; its connection was lost, which released it", exc_info=True)

@@ -2,7 +2,9 @@
 
 Every candidate gets a `model_versions` row before training starts (status `training`), so a run that dies
 leaves a trace; the next run, holding the lock, marks such rows failed. The active version keeps serving
-throughout: promotion is one transaction, and workers switch at their next batch boundary.
+throughout: promotion is one transaction, and workers switch at their next batch boundary. A candidate is promoted
+only over the version it was trained from and gated against: after a rollback or promotion meanwhile, it is kept
+as rejected.
 """
 
 from __future__ import annotations
@@ -14,14 +16,16 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from worker.db import session_scope
 from worker.evaluation.retrain import score_model
 from worker.evaluation.tagging import Labelled
 from worker.model_store import save_model, verify_model_dir
 from worker.pipeline.embed import ModelEmbedder, pick_device
-from worker.pipeline.retrain import ScoredPair, TrainParams, decide, fine_tune, same_tag_pairs
+from worker.pipeline.retrain import GateDecision, ScoredPair, TrainParams, decide, fine_tune, same_tag_pairs
 from worker.pipeline.taxonomy import Taxonomy
 from worker.processes import usable_cores
 from worker.settings import Settings
@@ -32,6 +36,7 @@ from worker.store.model_versions import (
     fail_interrupted,
     finish_candidate,
     last_training_at,
+    lock_versions,
     start_candidate,
 )
 from worker.store.tags import current_taxonomy
@@ -83,11 +88,19 @@ class Candidate:
 
 
 def split_holdout(items: list[LabelledItem], share: float) -> tuple[list[LabelledItem], list[LabelledItem]]:
-    """A stable split by item id: the same item is held out in every run, so the gate never trains on it."""
+    """A stable split by text: the same text is held out in every run, so the gate never trains on it.
+
+    By the text rather than the item: one text can be stored under several external ids (the same feedback sent
+    twice), and copies on both sides would let the gate score texts the candidate was trained on. Case and
+    whitespace are ignored for the same reason.
+    """
     cut = int(share * 1000)
-    holdout = [i for i in items if zlib.crc32(str(i.item_id).encode()) % 1000 < cut]
-    held = {i.item_id for i in holdout}
-    return [i for i in items if i.item_id not in held], holdout
+
+    def held_out(item: LabelledItem) -> bool:
+        key = " ".join(item.text.lower().split())
+        return zlib.crc32(key.encode()) % 1000 < cut
+
+    return [i for i in items if not held_out(i)], [i for i in items if held_out(i)]
 
 
 def as_labelled(items: list[LabelledItem]) -> Labelled:
@@ -116,8 +129,7 @@ class RetrainService:
             try:
                 summary = self._run(force=force, show_progress=show_progress)
             finally:
-                release_retrain_lock(lock)
-                lock.commit()
+                _release(lock)
         summary.seconds = round(time.perf_counter() - started, 1)
         log.info("retraining: %s (%s)", summary.status, summary.reason)
         return summary
@@ -210,13 +222,51 @@ class RetrainService:
         summary_metrics = {"before": before, "after": after, "train_seconds": result.seconds, "steps": result.steps,
                            "device": result.device}  # fmt: skip
         with session_scope(self.engine) as session:
-            finish_candidate(
-                session, candidate.version_id, status="candidate" if decision.promote else "rejected",
-                metrics=summary_metrics, path=str(path), seconds=time.perf_counter() - candidate.started,
-                reason=decision.reason,
-            )  # fmt: skip
-            if decision.promote:
-                activate(session, candidate.version_id)
+            summary = _conclude(session, candidate, decision, summary_metrics, str(path))
             session.commit()
-        status = "promoted" if decision.promote else "rejected"
-        return RetrainSummary(status, decision.reason, candidate.version_id, summary_metrics)
+        return summary
+
+
+def _conclude(
+    session: Session, candidate: Candidate, decision: GateDecision, metrics: dict[str, Any], path: str
+) -> RetrainSummary:
+    """Record the gate's verdict and promote on it, in the caller's transaction, against the versions as they are now.
+
+    Training takes long. Meanwhile an operator may have rolled back or promoted (the candidate was gated against
+    its parent only, so promoting it would undo that), or this run may have lost its lock and the next run marked
+    its row failed. The version lock keeps a rollback from slipping between this check and the switch.
+    """
+    lock_versions(session)
+    active = active_version(session)
+    promote, reason = decision.promote, decision.reason
+    if promote and (active is None or active.id != candidate.parent.id):
+        now = active.name if active else "none"
+        reason = (
+            f"the active version changed from {candidate.parent.name} to {now} during training; not promoted "
+            f"(`tagworker model promote {candidate.version_id}` if it should be; the gate said: {decision.reason})"
+        )
+        promote = False
+    seconds = time.perf_counter() - candidate.started
+    if not finish_candidate(session, candidate.version_id, status="candidate" if promote else "rejected",
+                            metrics=metrics, path=path, seconds=seconds, reason=reason):  # fmt: skip
+        reason = (
+            f"candidate {candidate.version_id} is no longer training: another run marked it failed after this one "
+            "lost the retraining lock; not promoted"
+        )
+        return RetrainSummary("failed", reason, candidate.version_id, metrics)
+    if promote:
+        activate(session, candidate.version_id)
+    return RetrainSummary("promoted" if promote else "rejected", reason, candidate.version_id, metrics)
+
+
+def _release(lock: Connection) -> None:
+    """Unlock, logging rather than raising.
+
+    A dropped connection has released the lock already, and an error here must not replace the run's own
+    result (or its own exception).
+    """
+    try:
+        release_retrain_lock(lock)
+        lock.commit()
+    except SQLAlchemyError:
+        log.warning("could not release the retraining lock; its connection was lost, which released it", exc_info=True)

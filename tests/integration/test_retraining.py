@@ -11,25 +11,28 @@ import json
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, make_url, select, text
+from sqlalchemy import Engine, create_engine, func, make_url, select, text
 
 from models import Item, ItemLabel, ModelVersion, Tag, TagCorrection
 from tests.integration.conftest import WORKER_ENV
 from tests.integration.helpers import count_items, feedback, processes_with_torch, producer_app, publish, wait_for
+from worker import retraining
+from worker.backfill import BACKFILL_LOCK, BackfillService
 from worker.db import get_engine, session_scope
 from worker.errors import ModelLoadError
 from worker.migrate import upgrade
-from worker.pipeline.embed import resolve_model_path
+from worker.pipeline.embed import ModelEmbedder, load_embedder, resolve_model_path
 from worker.processes import service_env, start_worker, stop
 from worker.retraining import RetrainService
 from worker.services import ServiceUrls
-from worker.settings import Settings, TrainingSettings
-from worker.store.model_versions import active_version, register_model_version
+from worker.settings import ModelSettings, Settings, TrainingSettings
+from worker.store.model_versions import activate, active_version, register_model_version
 from worker.store.training import RETRAIN_LOCK
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -70,24 +73,28 @@ def stock_version(engine: Engine) -> int:
         )  # fmt: skip
 
 
-def label_items(engine: Engine, per_topic: int = 6) -> None:
-    """Feedback items with one human-confirmed topic tag each, written the way a correction leaves them."""
-    now = datetime.now(UTC)
+def label_items(engine: Engine, per_topic: int = 6, *, decided_at: datetime | None = None) -> None:
+    """Feedback items with one human-confirmed topic tag each, written the way a correction leaves them.
+
+    `decided_at` is the producer's clock (the event's `corrected_at`); the server stamps `applied_at` itself.
+    """
+    decided_at = decided_at or datetime.now(UTC)
     with session_scope(engine) as session:
         tags = dict(session.execute(select(Tag.name, Tag.id)).tuples().all())
         for topic, phrases in TOPICS.items():
             for i in range(per_topic):
                 body = f"{phrases[i % len(phrases)]} (ticket {i})"
+                digest = hashlib.sha256(body.encode()).hexdigest()
                 item = Item(kind="feedback", external_id=f"{topic}-{i}", event_id=uuid.uuid4(), text=body,
-                            content_sha256=hashlib.sha256(body.encode()).hexdigest(), occurred_at=now)  # fmt: skip
+                            content_sha256=digest, occurred_at=decided_at)  # fmt: skip
                 session.add(item)
                 session.flush()
                 fix = TagCorrection(event_id=uuid.uuid4(), item_id=item.id, added=[topic], removed=[], actor="qa",
-                                    corrected_at=now)  # fmt: skip
+                                    corrected_at=decided_at, applied_at=func.now())  # fmt: skip
                 session.add(fix)
                 session.flush()
                 session.add(ItemLabel(item_id=item.id, tag_id=tags[topic], present=True, actor="qa",
-                                      correction_id=fix.id, decided_at=now))  # fmt: skip
+                                      correction_id=fix.id, decided_at=decided_at))  # fmt: skip
         session.commit()
 
 
@@ -245,3 +252,170 @@ def _labels(engine: Engine) -> int:
 def _vectors(engine: Engine, version_id: int) -> int:
     with engine.connect() as conn:
         return int(conn.scalar(text("SELECT count(*) FROM embeddings WHERE model_version_id = :v"), {"v": version_id}))
+
+
+# --- Promotion against what changed during training, lost lock connections, the new-label count, the backfill.
+
+
+def promoted_copy(engine: Engine, name: str = "v2") -> int:
+    """A second version over the stock weights, made active: what a promotion leaves behind."""
+    with engine.begin() as conn:
+        version_id = register_model_version(
+            conn, name=name, base_model="all-MiniLM-L6-v2", path=resolve_model_path("all-MiniLM-L6-v2"), dims=384
+        )
+    switch_to(engine, version_id)
+    return version_id
+
+
+def switch_to(engine: Engine, version_id: int) -> None:
+    """What `tagworker model promote/rollback` does in Postgres."""
+    with session_scope(engine) as session:
+        activate(session, version_id)
+        session.commit()
+
+
+def active_id(engine: Engine) -> int:
+    with session_scope(engine) as session:
+        return (active_version(session) or pytest.fail("no active version")).id
+
+
+def during_training(monkeypatch: pytest.MonkeyPatch, action: Callable[[], None]) -> None:
+    """Run `action` once fine-tuning is done and before the promotion: the hour in which anything may happen."""
+    real = retraining.fine_tune
+
+    def fine_tune_then(*args: Any, **kwargs: Any) -> Any:
+        result = real(*args, **kwargs)
+        action()
+        return result
+
+    monkeypatch.setattr(retraining, "fine_tune", fine_tune_then)
+
+
+def drop_lock_connection(engine: Engine, key: int) -> None:
+    """End the server session holding advisory lock `key` (a network blip, a restarted pooler), and wait for it."""
+    holder = """SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = :k AND granted
+                AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"""
+    with engine.connect() as conn:
+        conn.execute(text(f"SELECT pg_terminate_backend(pid) FROM ({holder}) h"), {"k": key})
+        conn.commit()
+        wait_for(lambda: conn.execute(text(holder), {"k": key}).first() is None, timeout_s=10, what="the lock")
+
+
+def add_run(engine: Engine, parent: int, status: str) -> None:
+    """A retraining run's row, as one that ended with `status` leaves it."""
+    with session_scope(engine) as session:
+        session.add(ModelVersion(name=f"run-{uuid.uuid4().hex[:6]}", base_model="x", dims=384, status=status,
+                                 parent_id=parent, metrics={}, params={}))  # fmt: skip
+        session.commit()
+
+
+def test_a_rollback_during_training_is_not_undone_by_the_promotion(
+    own_db: str, tmp_path: Path, stack: ServiceUrls, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = get_engine(own_db)
+    stock = stock_version(engine)
+    v2 = promoted_copy(engine)
+    label_items(engine)
+    env = service_env(ServiceUrls(own_db, stack.broker_url))
+
+    def rollback() -> None:
+        rolled = subprocess.run([sys.executable, "-m", "worker.cli", "model", "rollback"], env=env,
+                                capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert rolled.returncode == 0, rolled.stderr
+
+    during_training(monkeypatch, rollback)
+    summary = RetrainService(engine=engine, settings=settings_for(tmp_path, min_gain=-100)).run(force=True)
+    assert summary.status == "rejected", summary
+    assert "the active version changed from v2 to all-MiniLM-L6-v2@test during training" in summary.reason
+    candidate = versions(engine)[-1]
+    assert candidate.parent_id == v2 and candidate.status == "rejected" and "not promoted" in (candidate.reason or "")
+    assert candidate.metrics["after"] and Path(candidate.path or "").is_dir(), "kept for inspection"
+    assert active_id(engine) == stock, "the operator's rollback stands"
+
+
+def test_a_run_another_run_marked_failed_promotes_nothing(
+    own_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = get_engine(own_db)
+    stock = stock_version(engine)
+    label_items(engine)
+    settings = settings_for(tmp_path, min_gain=-100, min_new_labels=10_000)
+
+    def lose_the_lock_to_the_next_run() -> None:
+        drop_lock_connection(engine, RETRAIN_LOCK)
+        # Beat's next run takes the free lock, marks the `training` row failed, and finds too few labels.
+        assert RetrainService(engine=engine, settings=settings).run().status == "skipped"
+
+    during_training(monkeypatch, lose_the_lock_to_the_next_run)
+    summary = RetrainService(engine=engine, settings=settings).run(force=True)
+    assert summary.status == "failed" and "no longer training" in summary.reason, summary
+    candidate = versions(engine)[-1]
+    assert candidate.status == "failed" and "interrupted" in (candidate.reason or "")
+    assert candidate.path is None and candidate.metrics == {}, "the other run's verdict stands"
+    assert active_id(engine) == stock
+
+
+def test_a_lost_lock_connection_does_not_hide_the_promotion(
+    own_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = get_engine(own_db)
+    stock_version(engine)
+    label_items(engine)
+    during_training(monkeypatch, lambda: drop_lock_connection(engine, RETRAIN_LOCK))
+    summary = RetrainService(engine=engine, settings=settings_for(tmp_path, min_gain=-100)).run(force=True)
+    assert summary.status == "promoted", summary
+    assert active_id(engine) == summary.version_id
+
+
+def test_labels_before_a_failed_run_still_count_toward_the_next(own_db: str, tmp_path: Path) -> None:
+    engine = get_engine(own_db)
+    stock = stock_version(engine)
+    add_run(engine, stock, "rejected")
+    label_items(engine, per_topic=2)
+    add_run(engine, stock, "failed")  # killed before it trained on anything
+    summary = RetrainService(engine=engine, settings=settings_for(tmp_path, min_new_labels=50)).run()
+    assert summary.status == "skipped" and "6 new human labels" in summary.reason, summary
+
+
+def test_new_labels_count_by_when_the_server_applied_them(own_db: str, tmp_path: Path) -> None:
+    engine = get_engine(own_db)
+    stock = stock_version(engine)
+    add_run(engine, stock, "rejected")
+    label_items(engine, per_topic=1, decided_at=datetime.now(UTC) - timedelta(hours=1))  # a producer's slow clock
+    summary = RetrainService(engine=engine, settings=settings_for(tmp_path, min_new_labels=50)).run()
+    assert summary.status == "skipped" and "3 new human labels" in summary.reason, summary
+
+
+@pytest.fixture(scope="module")
+def embedder() -> ModelEmbedder:
+    return load_embedder(ModelSettings(device="cpu", backend="torch"))
+
+
+def test_a_rollback_stops_the_backfill_of_the_version_it_retired(own_db: str, embedder: ModelEmbedder) -> None:
+    engine = get_engine(own_db)
+    stock = stock_version(engine)
+    label_items(engine, per_topic=4)  # 12 items, no vectors yet
+    v2 = promoted_copy(engine)
+
+    def rollback_after_the_first_chunk(done: int, total: int) -> None:
+        if done == 5:
+            switch_to(engine, stock)
+
+    summary = BackfillService(engine=engine, embedder=embedder, model_version_id=v2, chunk=5).run(
+        rollback_after_the_first_chunk
+    )
+    assert (summary.status, summary.embedded, summary.remaining) == ("superseded", 5, 7)
+    assert _vectors(engine, v2) == 5
+    again = BackfillService(engine=engine, embedder=embedder, model_version_id=v2, chunk=5).run()
+    assert (again.status, again.embedded) == ("superseded", 0), "a retired version's backfill does not start"
+    current = BackfillService(engine=engine, embedder=embedder, model_version_id=stock, chunk=50).run()
+    assert (current.status, current.embedded) == ("done", 12), "the lock was released for the active version"
+
+
+def test_a_lost_lock_connection_does_not_hide_a_finished_backfill(own_db: str, embedder: ModelEmbedder) -> None:
+    engine = get_engine(own_db)
+    stock = stock_version(engine)
+    label_items(engine, per_topic=2)
+    service = BackfillService(engine=engine, embedder=embedder, model_version_id=stock, chunk=50)
+    summary = service.run(lambda *_: drop_lock_connection(engine, BACKFILL_LOCK))
+    assert (summary.status, summary.embedded) == ("done", 6)

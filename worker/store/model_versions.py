@@ -121,14 +121,22 @@ def start_candidate(
 def finish_candidate(
     session: Session, version_id: int, *, status: str, seconds: float, metrics: dict[str, Any] | None = None,
     path: str | None = None, reason: str | None = None,
-) -> None:  # fmt: skip
+) -> bool:  # fmt: skip
+    """Record how a run ended; False, with nothing written, when its row is no longer `training`.
+
+    That happens when the run lost the retrain lock (its connection dropped) and the next run, taking the
+    lock, marked the row failed: that verdict stands, and the run must not promote.
+    """
     values: dict[str, Any] = {"status": status, "seconds": round(seconds, 1), "reason": reason}
     values["finished_at"] = func.now()
     if metrics is not None:
         values["metrics"] = metrics
     if path is not None:
         values["path"] = path
-    session.execute(update(ModelVersion).where(ModelVersion.id == version_id).values(**values))
+    result = session.execute(
+        update(ModelVersion).where(ModelVersion.id == version_id, ModelVersion.status == "training").values(**values)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
 
 
 def fail_interrupted(session: Session) -> int:
@@ -142,13 +150,29 @@ def fail_interrupted(session: Session) -> int:
 
 
 def last_training_at(session: Session) -> datetime | None:
-    """When the last retraining run (of any outcome) started."""
-    return session.scalar(select(func.max(ModelVersion.created_at)).where(ModelVersion.parent_id.is_not(None)))
+    """When the last retraining run that did not fail started (promoted, rejected, or still training).
+
+    A failed run (killed, or crashed) trained nothing, so the labels before it still count toward the next.
+    """
+    return session.scalar(
+        select(func.max(ModelVersion.created_at)).where(
+            ModelVersion.parent_id.is_not(None), ModelVersion.status != "failed"
+        )
+    )
+
+
+def lock_versions(session: Session) -> None:
+    """Wait for, then hold until the transaction ends, the lock every change of the active version takes.
+
+    Registration, promotion and rollback take it, so a check of the active version made after this call
+    stays true until the caller commits.
+    """
+    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _REGISTER_LOCK})
 
 
 def activate(session: Session, version_id: int) -> None:
     """Make one version active and retire the one that was, in the caller's transaction."""
-    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _REGISTER_LOCK})
+    lock_versions(session)
     session.execute(update(ModelVersion).where(ModelVersion.status == "active").values(status="retired"))
     activated = session.execute(
         update(ModelVersion)

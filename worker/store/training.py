@@ -9,7 +9,7 @@ from sqlalchemy import Connection, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from models import Item, ItemLabel, Tag, TrainingPair
+from models import Item, ItemLabel, Tag, TagCorrection, TrainingPair
 from worker.pipeline.retrain import ScoredPair
 
 RETRAIN_LOCK = 7160405  # advisory lock key: one retraining run at a time, across all workers
@@ -38,10 +38,15 @@ def labelled_items(session: Session) -> list[LabelledItem]:
 
 
 def labels_since(session: Session, since: datetime | None) -> int:
-    """Human decisions made after `since` (all of them when None)."""
+    """Human decisions applied after `since`, a server timestamp (all of them when None).
+
+    Compared by when the server applied the correction behind each label: the label's `decided_at` is the
+    producer's clock, and one running behind would hide its labels from the count.
+    """
     query = select(func.count()).select_from(ItemLabel)
     if since is not None:
-        query = query.where(ItemLabel.decided_at > since)
+        applied = func.coalesce(TagCorrection.applied_at, TagCorrection.received_at)
+        query = query.join(TagCorrection, TagCorrection.id == ItemLabel.correction_id).where(applied > since)
     return int(session.scalar(query) or 0)
 
 

@@ -82,3 +82,20 @@ def test_same_tag_retrieval_is_perfect_when_tags_are_separated() -> None:
     vectors = np.array([[1, 0], [0.99, 0.14], [0, 1], [0.14, 0.99]], dtype=np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     assert same_tag_retrieval(vectors, ["a", "a", "b", "b"]) == {"ndcg10": 100.0, "mrr": 100.0}
+
+
+def test_one_text_under_several_ids_is_held_out_everywhere_or_nowhere() -> None:
+    def key(text: str) -> str:
+        return " ".join(text.lower().split())
+
+    # The same feedback sent under other external ids (and re-typed with other case or spacing) is one text to
+    # the model: a copy on each side would let the gate score texts the candidate was trained on.
+    copies = [
+        variant
+        for n in range(200)
+        for variant in (f"Ticket {n}: price up", f"TICKET {n}:  price up ", f"ticket {n}: price\nup")
+    ]
+    items = [LabelledItem(i, text, ["pricing"]) for i, text in enumerate(copies)]
+    train, holdout = split_holdout(items, 0.2)
+    assert train and holdout
+    assert not {key(i.text) for i in train} & {key(i.text) for i in holdout}
