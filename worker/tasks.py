@@ -62,7 +62,11 @@ def backfill() -> dict[str, Any]:
     """Re-embed items under the active version (the runtime switches to it first), then refit and re-cluster."""
     runtime = get_runtime()
     summary = runtime.backfill.run()
-    if summary.embedded:
+    if summary.status == "superseded":
+        # Another version became active meanwhile; its own backfill may have found the lock taken, so hand over
+        # now (the next task's runtime switches to that version) rather than wait for beat.
+        backfill.delay()
+    elif summary.status == "done" and summary.embedded:
         runtime.tagging.fit(force=True)
         runtime.tagging.retag_pending()
         runtime.clustering.run()
