@@ -64,8 +64,8 @@ def backfill() -> dict[str, Any]:
     summary = runtime.backfill.run()
     if summary.status == "superseded":
         # Another version became active meanwhile; its own backfill may have found the lock taken, so hand over
-        # now (the next task's runtime switches to that version) rather than wait for beat.
-        backfill.delay()
+        # rather than wait for beat. After one check interval, the next task's runtime has switched to it.
+        backfill.apply_async(countdown=runtime.settings.tagging.check_interval_s)
     elif summary.status == "done" and summary.embedded:
         runtime.tagging.fit(force=True)
         runtime.tagging.retag_pending()
