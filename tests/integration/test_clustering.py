@@ -133,6 +133,25 @@ def test_the_dashboard_role_reads_views_and_nothing_else(stack: ServiceUrls, eng
         assert active_version(conn) is not None  # type: ignore[arg-type]
 
 
+def test_the_dashboard_role_cannot_see_past_a_views_filter(stack: ServiceUrls, engine: Engine, sample_feedback) -> None:  # type: ignore[no-untyped-def]
+    """A function of the reader's own, cheaper than the view's `kind = 'feedback'`, used to see content rows."""
+    with engine.begin() as conn:
+        grant_dashboard(conn, "dash_leak", "pw")
+        conn.execute(text("INSERT INTO items (kind, external_id, event_id, content_sha256, text, occurred_at, "
+                          "metadata) VALUES ('content', 'secret-1', gen_random_uuid(), 'x', "
+                          "'SECRET unreleased campaign', now(), '{}')"))  # fmt: skip
+    dash = create_engine(engine.url.set(username="dash_leak", password="pw"))
+    with dash.connect() as conn:
+        conn.execute(text("SET enable_indexscan = off; SET enable_bitmapscan = off; CREATE TEMP TABLE seen (t text)"))
+        conn.execute(text("CREATE FUNCTION pg_temp.leak(text) RETURNS boolean LANGUAGE plpgsql COST 0.0000001 "
+                          "AS $$ BEGIN INSERT INTO seen VALUES ($1); RETURN true; END $$"))  # fmt: skip
+        conn.execute(text("SELECT item_id FROM dashboard.feedback_clusters WHERE pg_temp.leak(text)")).all()
+        seen = list(conn.scalars(text("SELECT t FROM seen")))
+    dash.dispose()
+    assert seen, "the function ran"
+    assert not any("SECRET" in t for t in seen), "a content item's text reached the reader's function"
+
+
 def test_after_a_version_change_the_themes_keep_their_ids_under_the_new_version(
     engine: Engine,
     sample_feedback,  # type: ignore[no-untyped-def]
