@@ -12,6 +12,7 @@ from sqlalchemy.exc import ProgrammingError
 
 from tests.integration.helpers import count_items, feedback, publish, wait_for
 from worker.clustering import ClusteringService, RunSummary
+from worker.errors import ConfigurationError
 from worker.publish import to_event
 from worker.services import ServiceUrls
 from worker.settings import ClusteringSettings
@@ -131,6 +132,27 @@ def test_the_dashboard_role_reads_views_and_nothing_else(stack: ServiceUrls, eng
     dash.dispose()
     with engine.connect() as conn:
         assert active_version(conn) is not None  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("setup", "role", "problem"),
+    [
+        ("", "CURRENT", "is the role this command connects as"),
+        ("CREATE ROLE dash_reads_all; GRANT pg_read_all_data TO dash_reads_all", "dash_reads_all", "member of"),
+        ("CREATE ROLE dash_owner; CREATE TABLE public.dash_owned (a int); ALTER TABLE public.dash_owned "
+         "OWNER TO dash_owner", "dash_owner", "owns tables"),
+        ("", "dash_newline\n", "use lower-case letters"),
+    ],
+    ids=["itself", "member-of-pg_read_all_data", "owns-a-table", "trailing-newline"],
+)  # fmt: skip
+def test_grant_dashboard_refuses_a_role_that_can_do_more(engine: Engine, setup: str, role: str, problem: str) -> None:
+    """It used to revoke an application role's own table rights, or report a superuser as read-only."""
+    with engine.begin() as conn:
+        if setup:
+            conn.execute(text(setup))
+        role = conn.scalar(text("SELECT current_user")) if role == "CURRENT" else role
+    with engine.begin() as conn, pytest.raises(ConfigurationError, match=problem):
+        grant_dashboard(conn, role, None)
 
 
 def test_the_dashboard_role_cannot_see_past_a_views_filter(stack: ServiceUrls, engine: Engine, sample_feedback) -> None:  # type: ignore[no-untyped-def]

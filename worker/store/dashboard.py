@@ -9,7 +9,7 @@ from sqlalchemy import Connection
 
 from worker.errors import ConfigurationError
 
-ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+ROLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")  # matched whole: `$` would let a trailing newline through
 
 
 def grant_dashboard(connection: Connection, role: str, password: str | None) -> None:
@@ -18,7 +18,7 @@ def grant_dashboard(connection: Connection, role: str, password: str | None) -> 
     The views run with their owner's rights, so the role needs no grant on any table; new views in the schema
     are granted too (default privileges).
     """
-    if not ROLE_NAME.match(role):
+    if not ROLE_NAME.fullmatch(role):
         raise ConfigurationError(f"role name {role!r}: use lower-case letters, digits and _ (max 63)")
     raw = connection.connection.dbapi_connection
     assert raw is not None
@@ -27,6 +27,7 @@ def grant_dashboard(connection: Connection, role: str, password: str | None) -> 
     ident = sql.Identifier(role)
     cursor: Any = raw.cursor()
     try:
+        _refuse_unsafe_role(cursor, role)
         cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
         if cursor.fetchone() is None:
             cursor.execute(sql.SQL("CREATE ROLE {} NOINHERIT").format(ident))
@@ -45,3 +46,33 @@ def grant_dashboard(connection: Connection, role: str, password: str | None) -> 
             cursor.execute(sql.SQL(statement).format(db=database, role=ident))
     finally:
         cursor.close()
+
+
+_ROLE_FACTS = """
+    SELECT r.rolname = current_user, r.rolsuper OR r.rolcreaterole OR r.rolbypassrls,
+           EXISTS (SELECT 1 FROM pg_auth_members m WHERE m.member = r.oid),
+           EXISTS (SELECT 1 FROM pg_class c WHERE c.relowner = r.oid)
+             OR EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspowner = r.oid)
+             OR EXISTS (SELECT 1 FROM pg_database d WHERE d.datdba = r.oid)
+    FROM pg_roles r WHERE r.rolname = %s
+"""
+
+
+def _refuse_unsafe_role(cursor: Any, role: str) -> None:
+    """An existing role that can do more than read the views would keep that power, and revoking its table
+    rights could break the application that uses it: such a role is refused, not turned into a dashboard role.
+    """
+    cursor.execute(_ROLE_FACTS, (role,))
+    facts = cursor.fetchone()
+    if facts is None:
+        return
+    me, powerful, member, owner = facts
+    problem = (
+        "is the role this command connects as" if me
+        else "is a superuser, or may create roles or bypass row security" if powerful
+        else "is a member of other roles (such as pg_read_all_data), whose rights it may use" if member
+        else "owns tables, schemas or databases (an application's role?)" if owner
+        else None
+    )  # fmt: skip
+    if problem:
+        raise ConfigurationError(f"role {role} {problem}; give the dashboard a role of its own (a new name)")
