@@ -18,8 +18,13 @@ KINDS = {"content": "content.created", "feedback": "feedback.received"}
 
 
 def stable_event_id(event: dict[str, Any]) -> str:
-    """A UUIDv5 from everything the event says but its time: an edited record gets a new id."""
-    said = {k: v for k, v in event.items() if k not in ("event_id", "occurred_at", "corrected_at")}
+    """A UUIDv5 from everything the record says, its own time included: an edited record gets a new id.
+
+    A time the record carries counts: text A, then B, then A again at a later time is a third event, not a
+    copy of the first (which the worker would skip as a duplicate, the item staying B). `to_event` computes
+    this before it fills in a missing time, so a record without one keeps its id from one publish to the next.
+    """
+    said = {k: v for k, v in event.items() if k != "event_id"}
     canonical = json.dumps(said, sort_keys=True, default=str).encode("utf-8", "surrogatepass")
     return str(uuid.uuid5(EVENT_NAMESPACE, hashlib.sha256(canonical).hexdigest()))
 

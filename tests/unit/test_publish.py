@@ -60,6 +60,15 @@ def test_a_different_text_or_id_gives_a_different_event_id(change: dict) -> None
     assert to_event(CONTENT)["event_id"] != to_event({**CONTENT, **change})["event_id"]
 
 
+def test_a_record_reverted_at_a_later_time_gets_a_new_id() -> None:
+    """Its time used to be left out, so the revert got the first version's id and the worker skipped it."""
+    first = to_event({**CONTENT, "occurred_at": "2026-01-01T00:00:00Z"})
+    reverted = to_event({**CONTENT, "occurred_at": "2026-03-01T00:00:00Z"})
+
+    assert first["event_id"] != reverted["event_id"]
+    assert first["event_id"] == to_event({**CONTENT, "occurred_at": "2026-01-01T00:00:00Z"})["event_id"]
+
+
 def test_the_same_words_as_content_and_as_feedback_get_different_ids() -> None:
     words = {"text": "same words"}
 
