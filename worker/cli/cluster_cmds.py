@@ -82,7 +82,11 @@ def show(
 
 
 @cluster_app.command("map")
-def map_(out: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("feedback-map.png")) -> None:
+def map_(
+    out: Annotated[Path, typer.Option(help="PNG file to write; missing directories are created.")] = Path(
+        "feedback-map.png"
+    ),
+) -> None:
     """Draw the feedback in 2-D coloured by theme, with the largest themes labelled."""
     from worker.cluster_map import draw_map
 
@@ -91,9 +95,12 @@ def map_(out: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("f
         version = _active_version(urls.database_url)
         with session_scope(get_engine(urls.database_url)) as session:
             try:
+                out.parent.mkdir(parents=True, exist_ok=True)
                 points = draw_map(session, model_version_id=version, out=out)
             except ValueError as exc:
                 raise ConfigurationError(str(exc)) from None
+            except OSError as exc:
+                raise ConfigurationError(f"cannot write {out} ({exc.strerror or exc}); choose another --out") from None
         console.print(f"wrote {out} ({points} feedback items)")
 
 

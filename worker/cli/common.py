@@ -2,27 +2,100 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Literal, NoReturn
 
+import kombu.exceptions
+import psycopg2
+import psycopg2.errors
+import redis
+import sqlalchemy.exc
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from worker.errors import TagworkerError
-from worker.services import ServiceUrls, resolve
+from worker.services import ServiceUrls, redact, resolve
 from worker.settings import Settings, get_settings
 
 console = Console(stderr=True, soft_wrap=True)
+log = logging.getLogger(__name__)
+
+# What PostgreSQL says when a table, schema, column or function the code expects is not there: the schema was
+# never migrated, or is older than this tagworker.
+_SCHEMA_MISSING = (
+    psycopg2.errors.UndefinedTable,
+    psycopg2.errors.InvalidSchemaName,
+    psycopg2.errors.UndefinedColumn,
+    psycopg2.errors.UndefinedFunction,
+)
 
 
 @contextmanager
 def clean_errors() -> Iterator[None]:
-    """Print a tagworker error as one line and exit 2, instead of a traceback."""
+    """Print a tagworker, database or Redis error as one line and exit 2, instead of a traceback.
+
+    The traceback is still logged at DEBUG (TAGWORKER_LOG_LEVEL=DEBUG) for when the one line is not enough.
+    """
     try:
         yield
     except TagworkerError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        _fail(str(exc), exc)
+    except (sqlalchemy.exc.DBAPIError, psycopg2.Error) as exc:
+        _fail(database_message(exc, _service_url("database")), exc)
+    except (redis.RedisError, kombu.exceptions.OperationalError) as exc:  # kombu's: Celery could not send
+        _fail(redis_message(exc, _service_url("broker")), exc)
+
+
+def _fail(message: str, exc: BaseException) -> NoReturn:
+    log.debug("the command failed", exc_info=exc)
+    console.print(f"[red]error:[/red] {escape(message)}")
+    raise typer.Exit(2) from exc
+
+
+def database_message(exc: sqlalchemy.exc.DBAPIError | psycopg2.Error, url: str | None) -> str:
+    """One line that says what the database refused and what to do; `url` is already redacted."""
+    orig = exc.orig if isinstance(exc, sqlalchemy.exc.DBAPIError) else exc
+    detail = _first_line(orig)
+    where = f" at {url}" if url else ""
+    if isinstance(orig, _SCHEMA_MISSING):
+        return f"the database{where} has no tagworker schema, or an older one ({detail}): run `tagworker migrate`"
+    # psycopg2 raises the bare OperationalError (no SQLSTATE) when it cannot connect or loses the connection.
+    if type(orig) is psycopg2.OperationalError or (
+        isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated
+    ):
+        return (
+            f"cannot connect to the database{where}: {detail}; start it (`tagworker up` for the embedded one) "
+            "or fix TAGWORKER_DATABASE__URL"
+        )
+    return f"the database{where} refused the command: {detail}"
+
+
+def redis_message(exc: redis.RedisError | kombu.exceptions.OperationalError, url: str | None) -> str:
+    """One line for a Redis failure; `url` is already redacted."""
+    where = f" at {url}" if url else ""
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError | kombu.exceptions.OperationalError):
+        return (
+            f"cannot reach Redis{where}: {_first_line(exc)}; start it (`tagworker up` for the embedded one) "
+            "or fix TAGWORKER_BROKER__URL"
+        )
+    return f"Redis{where} refused the command: {_first_line(exc)}"
+
+
+def _first_line(exc: BaseException | None) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0].strip().rstrip(".") if lines else type(exc).__name__
+
+
+def _service_url(service: Literal["database", "broker"]) -> str | None:
+    """The redacted database or broker URL the command used, or None when it cannot be worked out."""
+    try:
+        urls = resolve(get_settings(), start_embedded=False)
+    except (TagworkerError, ValueError):  # pydantic's ValidationError is a ValueError
+        return None
+    return redact(urls.database_url if service == "database" else urls.broker_url)
 
 
 def settings_and_urls(*, start_embedded: bool = True) -> tuple[Settings, ServiceUrls]:

@@ -112,8 +112,15 @@ def decide(
 
 
 def read_scored_pairs(path: Path) -> list[ScoredPair]:
-    """`{"a": str, "b": str, "score": float in [0, 1]}` per line; a bad line is an error that names it."""
+    """`{"a": str, "b": str, "score": float in [0, 1]}` per line; a bad line is an error that names it.
+
+    Each phrase may have at most 1,000 bytes of UTF-8.
+    """
     expected = '{"a": str, "b": str, "score": 0..1}'
+    # PostgreSQL's btree index on (a, b) holds rows of at most 2,704 bytes (a third of a page), and text that
+    # does not compress is stored in full: two phrases of 1,000 bytes each stay well under it. Counted in bytes,
+    # not characters, because a character may take up to four.
+    max_bytes = 1000
     pairs = []
     for number, row in json_lines(path, expected):
         try:
@@ -124,6 +131,15 @@ def read_scored_pairs(path: Path) -> list[ScoredPair]:
             raise ConfigurationError(f"{path}:{number}: a and b must be non-empty strings")
         if not 0 <= score <= 1:
             raise ConfigurationError(f"{path}:{number}: score {score} is outside 0..1")
+        for name, phrase in (("a", a.strip()), ("b", b.strip())):
+            # JSON can escape what PostgreSQL text cannot hold: NUL, and half a surrogate pair.
+            if "\x00" in phrase or any("\ud800" <= c <= "\udfff" for c in phrase):
+                raise ConfigurationError(f"{path}:{number}: {name} holds \\u0000 or half a surrogate pair: remove it")
+            if (size := len(phrase.encode("utf-8"))) > max_bytes:
+                raise ConfigurationError(
+                    f"{path}:{number}: {name} is {size:,} bytes of UTF-8 ({len(phrase):,} characters); a vocabulary "
+                    f"phrase may have at most {max_bytes:,}: shorten it"
+                )
         pairs.append(ScoredPair(a.strip(), b.strip(), score))
     if not pairs:
         raise ConfigurationError(f"{path} has no pairs")

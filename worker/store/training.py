@@ -56,15 +56,21 @@ def scored_pairs(session: Session) -> list[ScoredPair]:
 
 
 def add_pairs(session: Session, pairs: list[ScoredPair], *, source: str) -> int:
-    """Insert vocabulary pairs; a pair already stored gets the new score. Returns how many were written."""
-    if not pairs:
+    """Insert vocabulary pairs; a pair already stored gets the new score. Returns how many distinct pairs were written.
+
+    A pair given twice (same a and b) is written once, with the score given last: one INSERT ... ON CONFLICT
+    cannot update the same row twice.
+    """
+    last_wins = {(p.a, p.b): p for p in pairs}
+    if not last_wins:
         return 0
-    statement = insert(TrainingPair).values([{"a": p.a, "b": p.b, "score": p.score, "source": source} for p in pairs])
+    rows = [{"a": p.a, "b": p.b, "score": p.score, "source": source} for p in last_wins.values()]
+    statement = insert(TrainingPair).values(rows)
     statement = statement.on_conflict_do_update(
         index_elements=["a", "b"], set_={"score": statement.excluded.score, "source": statement.excluded.source}
     )
     session.execute(statement)
-    return len(pairs)
+    return len(rows)
 
 
 def try_retrain_lock(connection: Connection) -> bool:

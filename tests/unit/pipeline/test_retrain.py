@@ -99,3 +99,23 @@ def test_one_text_under_several_ids_is_held_out_everywhere_or_nowhere() -> None:
     train, holdout = split_holdout(items, 0.2)
     assert train and holdout
     assert not {key(i.text) for i in train} & {key(i.text) for i in holdout}
+
+
+def test_pair_files_refuse_a_phrase_too_long_for_the_index(tmp_path: Path) -> None:
+    path = tmp_path / "long.jsonl"
+    fits = "é" * 500  # 1,000 bytes of UTF-8: the limit is in bytes, because the index limit is
+    path.write_text(
+        f'{{"a": "{fits}", "b": "x", "score": 1}}\n{{"a": "y", "b": "{"é" * 501}", "score": 1}}\n', encoding="utf-8"
+    )
+    with pytest.raises(ConfigurationError, match=r"long\.jsonl:2: b is 1,002 bytes of UTF-8 \(501 characters\)"):
+        read_scored_pairs(path)
+    path.write_text(f'{{"a": "{fits}", "b": "{fits}", "score": 1}}\n', encoding="utf-8")
+    assert read_scored_pairs(path)[0].a == fits
+
+
+@pytest.mark.parametrize("escape", ["\\ud800", "\\u0000"])
+def test_pair_files_refuse_what_postgres_text_cannot_hold(tmp_path: Path, escape: str) -> None:
+    path = tmp_path / "escapes.jsonl"
+    path.write_text(f'{{"a": "ok", "b": "x{escape}y", "score": 1}}\n')
+    with pytest.raises(ConfigurationError, match=r"escapes\.jsonl:1: b holds \\u0000 or half a surrogate pair"):
+        read_scored_pairs(path)

@@ -1,0 +1,65 @@
+"""clean_errors(): database and Redis failures become one line that says what to do, never a traceback."""
+
+from __future__ import annotations
+
+import psycopg2
+import psycopg2.errors
+import pytest
+import redis
+import sqlalchemy.exc
+import typer
+
+from worker.cli.common import clean_errors, database_message, redis_message
+from worker.errors import ConfigurationError
+
+URL = "postgresql+psycopg2://app:***@db/tagworker"
+
+
+def _wrapped(orig: Exception) -> sqlalchemy.exc.DBAPIError:
+    wrapped = sqlalchemy.exc.DBAPIError.instance("SELECT 1", {}, orig, psycopg2.Error)
+    assert isinstance(wrapped, sqlalchemy.exc.DBAPIError)
+    return wrapped
+
+
+@pytest.mark.parametrize(
+    ("orig", "message"),
+    [
+        (psycopg2.errors.UndefinedTable('relation "items" does not exist\nLINE 1: ...'),
+         f'the database at {URL} has no tagworker schema, or an older one (relation "items" does not exist): '
+         "run `tagworker migrate`"),
+        (psycopg2.OperationalError('connection to server at "db", port 5432 failed: Connection refused\n'),
+         f'cannot connect to the database at {URL}: connection to server at "db", port 5432 failed: '
+         "Connection refused; start it"),
+        (psycopg2.errors.QueryCanceled("canceling statement due to statement timeout"),
+         f"the database at {URL} refused the command: canceling statement due to statement timeout"),
+        (psycopg2.errors.InsufficientPrivilege("permission denied for table items"),
+         f"the database at {URL} refused the command: permission denied for table items"),
+    ],
+)  # fmt: skip
+def test_database_errors_say_what_to_do(orig: Exception, message: str) -> None:
+    assert database_message(_wrapped(orig), URL).startswith(message)
+    assert database_message(orig, URL).startswith(message)  # raised by psycopg2 directly, not through SQLAlchemy
+
+
+def test_redis_errors_say_what_to_do() -> None:
+    refused = redis.ConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused.")
+    assert redis_message(refused, "redis://:***@r:6379/0").startswith(
+        "cannot reach Redis at redis://:***@r:6379/0: Error 111 connecting to 127.0.0.1:1. Connection refused; start it"
+    )
+    assert redis_message(redis.ResponseError("WRONGTYPE"), None) == "Redis refused the command: WRONGTYPE"
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        _wrapped(psycopg2.errors.InvalidSchemaName('schema "dashboard" does not exist')),
+        redis.ConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused."),
+        ConfigurationError("a message with [/brackets] in it"),
+    ],
+)
+def test_clean_errors_print_one_line_and_exit_2(exc: Exception, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(typer.Exit) as exit_info, clean_errors():
+        raise exc
+    assert exit_info.value.exit_code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
