@@ -6,31 +6,62 @@ import csv
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from worker.errors import ConfigurationError
+from worker.jsonl import json_lines, utf8_line
 
 DATASETS = ("banking77", "dstc11", "goemotions")
 
 
 def _banking77(source: Path) -> Iterator[tuple[str, dict[str, object]]]:
     for split in ("train", "test"):
-        with (source / "banking77" / f"{split}.csv").open(encoding="utf-8", newline="") as handle:
-            for row in csv.DictReader(handle):
-                yield split, {"text": row["text"], "tags": [row["category"]]}
+        path = source / "banking77" / f"{split}.csv"
+        for number, row in _csv_rows(path):
+            text, category = _strings(path, number, row, ("text", "category"), what="column")
+            yield split, {"text": text, "tags": [category]}
 
 
 def _dstc11(source: Path) -> Iterator[tuple[str, dict[str, object]]]:
-    with (source / "dstc11_intents" / "utterances.jsonl").open(encoding="utf-8") as handle:
-        for line in handle:
-            row = json.loads(line)
-            yield row["domain"], {"text": row["text"], "tags": [row["intent"]]}
+    path = source / "dstc11_intents" / "utterances.jsonl"
+    for number, row in json_lines(path, "a JSON object"):
+        domain, text, intent = _strings(path, number, row, ("domain", "text", "intent"))
+        yield domain, {"text": text, "tags": [intent]}
 
 
 def _goemotions(source: Path) -> Iterator[tuple[str, dict[str, object]]]:
-    with (source / "goemotions" / "comments.jsonl").open(encoding="utf-8") as handle:
-        for line in handle:
-            row = json.loads(line)
-            yield row["split"], {"text": row["text"], "tags": row["labels"]}
+    path = source / "goemotions" / "comments.jsonl"
+    for number, row in json_lines(path, "a JSON object"):
+        split, text = _strings(path, number, row, ("split", "text"))
+        labels = row.get("labels")
+        if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+            raise ConfigurationError(f"{path}:{number}: field 'labels' must be a list of strings")
+        yield split, {"text": text, "tags": labels}
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, row) per CSV record after the header; bytes that are not UTF-8 are an error naming the line."""
+    with path.open("rb") as handle:
+        reader = csv.DictReader(utf8_line(path, number, raw) for number, raw in enumerate(handle, 1))
+        try:
+            for row in reader:
+                yield reader.line_num, row
+        except csv.Error as exc:  # DictReader's own line_num lags behind on an error; its reader's does not
+            raise ConfigurationError(f"{path}:{reader.reader.line_num}: {exc}") from None
+
+
+def _strings(path: Path, number: int, row: object, names: tuple[str, ...], *, what: str = "field") -> list[str]:
+    """The named string values of one record, or an error that names the file, line and field."""
+    if not isinstance(row, dict):
+        raise ConfigurationError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+    values = []
+    for name in names:
+        if row.get(name) is None:
+            raise ConfigurationError(f"{path}:{number}: no {what} {name!r}")
+        if not isinstance(row[name], str):
+            raise ConfigurationError(f"{path}:{number}: {what} {name!r} must be a string")
+        values.append(row[name])
+    return values
 
 
 def convert(dataset: str, source: Path, out: Path) -> dict[str, int]:
@@ -54,7 +85,7 @@ def _write_groups(rows: Iterable[tuple[str, dict[str, object]]], out: Path, *, p
                 handles[name] = (out / name).open("w", encoding="utf-8")
             handles[name].write(json.dumps(row, ensure_ascii=False) + "\n")
             counts[name] = counts.get(name, 0) + 1
-    except (OSError, KeyError, json.JSONDecodeError) as exc:
+    except OSError as exc:
         raise ConfigurationError(f"cannot convert {prefix}: {exc}") from None
     finally:
         for handle in handles.values():

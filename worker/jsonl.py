@@ -11,12 +11,28 @@ from worker.errors import ConfigurationError
 
 
 def json_lines(path: Path, expected: str) -> Iterator[tuple[int, Any]]:
-    """(line number, value) for each non-blank line; a line that is not JSON is an error naming it."""
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
+    """(line number, value) for each non-blank line; a line that is not UTF-8 or not JSON is an error naming it.
+
+    Read as bytes and decoded line by line, so that a decoding error names its line; a UTF-8 byte order mark on
+    the first line is skipped.
+    """
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            line = utf8_line(path, number, raw)
             if not line.strip():
                 continue
             try:
                 yield number, json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ConfigurationError(f"{path}:{number}: expected {expected} ({exc})") from None
+
+
+def utf8_line(path: Path, number: int, raw: bytes) -> str:
+    """`raw` decoded as UTF-8 (dropping a byte order mark on line 1), or an error that names the line and byte."""
+    try:
+        return raw.decode("utf-8-sig" if number == 1 else "utf-8")
+    except UnicodeDecodeError as exc:
+        bad = raw[exc.start : exc.start + 1].hex()
+        raise ConfigurationError(
+            f"{path}:{number}: not UTF-8 (byte 0x{bad} at position {exc.start + 1} of the line); save the file as UTF-8"
+        ) from None
