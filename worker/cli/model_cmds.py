@@ -153,7 +153,7 @@ def add_pairs(
         Path, typer.Argument(exists=True, dir_okay=False, help='Lines {"a": str, "b": str, "score": 0..1}.')
     ],
 ) -> None:
-    """Store vocabulary pairs for the next retraining; a pair already stored gets the new score."""
+    """Store vocabulary pairs for the next retraining; a pair already stored, or given twice, keeps the last score."""
     from worker.pipeline.retrain import read_scored_pairs
     from worker.store.training import add_pairs as store_pairs
 
