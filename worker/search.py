@@ -101,7 +101,9 @@ class Searcher:
             )  # fmt: skip
             if not hybrid:
                 return dense
-            lexical = store.full_text(session, query=query, k=depth, kind=kind, since=since, tag_id=tag_id)
+            lexical = store.full_text(
+                session, query=query, model_version_id=version_id, k=depth, kind=kind, since=since, tag_id=tag_id
+            )
         by_id = {hit.item_id: hit for hit in [*lexical, *dense]}
         fused = reciprocal_rank_fusion([[h.item_id for h in dense], [h.item_id for h in lexical]])
         return [_rescored(by_id[item_id], score) for item_id, score in fused[:k]]

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from celery import Celery
+from sqlalchemy import Engine, text
 
 from tests.integration.helpers import content, count_items, feedback, publish, wait_for
 from worker.errors import SearchError
@@ -53,6 +56,39 @@ def test_search_finds_the_item_closest_in_meaning(searcher: Searcher, library: d
 def test_hybrid_search_returns_fused_results(searcher: Searcher, library: dict[str, str]) -> None:
     hits = searcher.search("price increase on the growth plan", k=3, hybrid=True)
     assert library["price"] in [h.external_id for h in hits]
+
+
+@pytest.fixture
+def not_yet_embedded(engine: Engine) -> Iterator[str]:
+    """An item with no vector under the active version, as during the backfill that follows a promotion."""
+    external_id = f"no-vector-{uuid.uuid4().hex[:12]}"
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO items (kind, external_id, event_id, content_sha256, text, metadata, occurred_at) "
+                "VALUES ('feedback', :x, gen_random_uuid(), '', 'The zorblax voucher was refused at checkout', "
+                "'{}', now())"
+            ),
+            {"x": external_id},
+        )
+    yield external_id
+    with engine.begin() as connection:
+        connection.execute(text("DELETE FROM items WHERE kind = 'feedback' AND external_id = :x"), {"x": external_id})
+
+
+def test_hybrid_search_returns_only_items_with_a_vector_under_the_active_version(
+    searcher: Searcher,
+    engine: Engine,
+    producer: Celery,
+    worker: subprocess.Popen[bytes],
+    not_yet_embedded: str,
+) -> None:
+    embedded = feedback("Our zorblax voucher code stopped working at checkout")
+    publish(producer, [embedded])
+    wait_for(lambda: count_items(engine, [embedded["event_id"]]) == 1, what="the embedded zorblax item")
+    found = [h.external_id for h in searcher.search("zorblax voucher", k=5, hybrid=True)]
+    assert embedded["feedback_id"] in found
+    assert not_yet_embedded not in found
 
 
 def test_a_tag_filter_keeps_only_items_with_that_tag(searcher: Searcher, library: dict[str, str]) -> None:

@@ -50,27 +50,56 @@ def nearest(
     exclude_item: int | None = None,
     tag_id: int | None = None,
 ) -> list[Hit]:
-    """Top-k by cosine similarity through the version's HNSW index.
+    """Top-k by cosine similarity through the version's HNSW index, exact when a filter starves the index.
 
     The ORDER BY repeats the index expression (`vector::vector(dims)`) and the WHERE names the version, so
     the partial index applies; iterative scanning keeps going when filters drop candidates.
     """
+    filters = _filters(kind, since, exclude_item, tag_id)
+    params = {"q": vector, "k": k, "kind": kind, "since": since, "exclude_item": exclude_item, "tag_id": tag_id}
     session.execute(text("SELECT set_config('hnsw.ef_search', :ef, true)"), {"ef": str(max(ef_search, k))})
     session.execute(text("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)"))
-    distance = f"e.vector::vector({int(dims)}) <=> CAST(:q AS vector({int(dims)}))"
-    sql = f"""
+    hits = _hits(session, _index_scan_sql(model_version_id, dims, filters), params)
+    if filters and len(hits) < k:
+        # The iterative scan stops after hnsw.max_scan_tuples visited vectors (20,000 by default), so when the
+        # matches lie far from the query it returns fewer than k, even none, although k exist. Too few rows
+        # is the only sign of that, so only then pay for an exact scan of the rows the filter keeps.
+        hits = _hits(session, _exact_scan_sql(model_version_id, dims, filters), params)
+    return hits
+
+
+def _distance(dims: int) -> str:
+    return f"e.vector::vector({int(dims)}) <=> CAST(:q AS vector({int(dims)}))"
+
+
+def _index_scan_sql(model_version_id: int, dims: int, filters: str) -> str:
+    return f"""
         WITH candidates AS MATERIALIZED (
-            SELECT i.id, i.kind, i.external_id, i.title, i.text, i.occurred_at, {distance} AS distance
+            SELECT i.id, i.kind, i.external_id, i.title, i.text, i.occurred_at, {_distance(dims)} AS distance
             FROM embeddings e JOIN items i ON i.id = e.item_id
-            WHERE e.model_version_id = {int(model_version_id)}{_filters(kind, since, exclude_item, tag_id)}
-            ORDER BY {distance}
+            WHERE e.model_version_id = {int(model_version_id)}{filters}
+            ORDER BY {_distance(dims)}
             LIMIT :k
         )
         SELECT * FROM candidates ORDER BY distance
     """
-    rows = session.execute(
-        text(sql), {"q": vector, "k": k, "kind": kind, "since": since, "exclude_item": exclude_item, "tag_id": tag_id}
-    )
+
+
+def _exact_scan_sql(model_version_id: int, dims: int, filters: str) -> str:
+    # The ORDER BY sits outside the materialized CTE, so no index can supply the order: every row the filter
+    # keeps is measured and sorted (an HNSW index cannot serve a scan without ORDER BY, and pgvector never plans one).
+    return f"""
+        WITH matches AS MATERIALIZED (
+            SELECT i.id, i.kind, i.external_id, i.title, i.text, i.occurred_at, {_distance(dims)} AS distance
+            FROM embeddings e JOIN items i ON i.id = e.item_id
+            WHERE e.model_version_id = {int(model_version_id)}{filters}
+        )
+        SELECT * FROM matches ORDER BY distance LIMIT :k
+    """
+
+
+def _hits(session: Session, sql: str, params: dict[str, object]) -> list[Hit]:
+    rows = session.execute(text(sql), params)
     return [Hit(r.id, r.kind, r.external_id, r.title, r.text, r.occurred_at, 1.0 - float(r.distance)) for r in rows]
 
 
@@ -78,21 +107,29 @@ def full_text(
     session: Session,
     *,
     query: str,
+    model_version_id: int,
     k: int,
     kind: str | None = None,
     since: datetime | None = None,
     tag_id: int | None = None,
 ) -> list[Hit]:
-    """Top-k by PostgreSQL full-text rank (English stemming), through the GIN index of migration 0002."""
+    """Top-k by PostgreSQL full-text rank (English stemming), through the GIN index of migration 0002.
+
+    Only items with a vector under `model_version_id` count, so that hybrid search covers the same items as
+    vector search: during the backfill after a promotion, items not yet embedded by the new version stay out.
+    """
     sql = f"""
         SELECT i.id, i.kind, i.external_id, i.title, i.text, i.occurred_at,
                ts_rank_cd({FTS_DOCUMENT}, websearch_to_tsquery('english', :query)) AS rank
         FROM items i
-        WHERE {FTS_DOCUMENT} @@ websearch_to_tsquery('english', :query){_filters(kind, since, None, tag_id)}
+        WHERE {FTS_DOCUMENT} @@ websearch_to_tsquery('english', :query)
+          AND EXISTS (SELECT 1 FROM embeddings e WHERE e.item_id = i.id AND e.model_version_id = :version)
+          {_filters(kind, since, None, tag_id)}
         ORDER BY rank DESC
         LIMIT :k
     """
-    rows = session.execute(text(sql), {"query": query, "k": k, "kind": kind, "since": since, "tag_id": tag_id})
+    params = {"query": query, "version": model_version_id, "k": k, "kind": kind, "since": since, "tag_id": tag_id}
+    rows = session.execute(text(sql), params)
     return [Hit(r.id, r.kind, r.external_id, r.title, r.text, r.occurred_at, float(r.rank)) for r in rows]
 
 
