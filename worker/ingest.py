@@ -26,7 +26,7 @@ from worker.pipeline.embed import Embedder
 from worker.pipeline.validate import Accepted, RawMessage, Rejection, parse_message, raw_text
 from worker.settings import BatchingSettings, IngestSettings
 from worker.store.clusters import set_members
-from worker.store.items import ItemRow, known_event_hashes, upsert_items
+from worker.store.items import ItemRow, known_event_hashes, remember_superseded, upsert_items
 from worker.store.rejected import record_rejections
 from worker.tagging import Prediction, TaggingService, write_tagged
 
@@ -124,7 +124,7 @@ class IngestService:
         )
         summary.stored, stale, summary.corrections = written
         summary.duplicates = batch.duplicates
-        summary.superseded = batch.superseded + stale
+        summary.superseded = len(batch.superseded) + stale
         summary.rejected = sum(r.status == "invalid" for r in rejections)
         summary.failed = sum(r.status == "failed" for r in rejections)
 
@@ -173,6 +173,8 @@ class IngestService:
                     )
                 )
         written = upsert_items(session, rows, self.model_version_id)
+        losers = [r.values for r in rows if r.values["event_id"] not in written]
+        remember_superseded(session, losers + [item_values(a.event) for a in batch.superseded])  # type: ignore[arg-type]
         if prediction is not None:
             item_ids = [written.get(a.event.event_id) for a in outcome.events]
             write_tagged(session, prediction.for_items(item_ids), self.model_version_id)

@@ -87,3 +87,18 @@ def test_an_edit_drops_the_items_vectors_under_other_versions(engine: Engine, ve
     with engine.connect() as conn:
         query = "SELECT model_version_id FROM embeddings e JOIN items i ON i.id = e.item_id WHERE i.external_id = :f"
         assert set(conn.scalars(text(query), {"f": item})) == {version}
+
+
+def test_a_whole_batch_redelivered_keeps_the_newest_text(engine: Engine, version: int) -> None:
+    """The event that lost inside the batch was not remembered: redelivered without a time, it won again."""
+    item = f"fb-{uuid.uuid4().hex[:12]}"
+    batch = [feedback("First wording", feedback_id=item), feedback("Second wording", feedback_id=item)]
+    for event in batch:
+        event.pop("occurred_at")
+    run = service(engine, version, FakeEmbedder()).run
+
+    assert run(messages(batch)).stored == 1
+    again = run(messages(batch))  # a worker killed after the commit, before the ack
+
+    assert (again.stored, again.duplicates) == (0, 2), again
+    assert stored_text(engine, item) == "Second wording"

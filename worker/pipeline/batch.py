@@ -29,7 +29,7 @@ class Sorted:
     corrections: list[Accepted] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     duplicates: int = 0
-    superseded: int = 0  # older events for an item that a newer event of this batch replaces
+    superseded: list[Accepted] = field(default_factory=list)  # older events for an item a newer one here replaces
 
 
 def _recency(event: ItemEvent) -> tuple[datetime, uuid.UUID]:
@@ -80,10 +80,12 @@ def sort_batch(parsed: list[Accepted | Rejection], stored: dict[uuid.UUID, str |
         # One upsert cannot touch a row twice, so of several events for one item only the newest is written.
         key = (result.event.item_kind, result.event.external_id)
         if key in newest:
-            out.superseded += 1
             kept = out.items[newest[key]]
             if _recency(result.event) > _recency(kept.event):  # type: ignore[arg-type]
                 out.items[newest[key]] = result
+                out.superseded.append(kept)
+            else:
+                out.superseded.append(result)
             continue
         newest[key] = len(out.items)
         out.items.append(result)

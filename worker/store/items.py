@@ -41,6 +41,29 @@ def known_event_hashes(session: Session, event_ids: Sequence[uuid.UUID]) -> dict
     return found
 
 
+_REMEMBER_SUPERSEDED = text(
+    """
+    INSERT INTO replaced_events (event_id, item_id, content_sha256)
+    SELECT t.event_id, i.id, t.content_sha256
+    FROM unnest(CAST(:event_ids AS uuid[]), CAST(:kinds AS text[]), CAST(:external_ids AS text[]),
+                CAST(:hashes AS text[])) AS t(event_id, kind, external_id, content_sha256)
+    JOIN items i ON i.kind = t.kind AND i.external_id = t.external_id
+    WHERE i.event_id <> t.event_id
+    ON CONFLICT (event_id) DO NOTHING
+    """
+)
+
+
+def remember_superseded(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Record events that lost to a newer one for their item (`item_values` rows), as the trigger records
+    replaced ones: redelivered, such an event is a duplicate, even one whose time defaulted to "now"."""
+    if rows:
+        session.connection().execute(_REMEMBER_SUPERSEDED, {
+            "event_ids": [str(r["event_id"]) for r in rows], "kinds": [r["kind"] for r in rows],
+            "external_ids": [r["external_id"] for r in rows], "hashes": [r["content_sha256"] for r in rows],
+        })  # fmt: skip
+
+
 def _upsert_items_statement():  # type: ignore[no-untyped-def]
     """Built once: executed with a list of rows, SQLAlchemy batches them and reuses the compiled SQL."""
     table = Item.__table__

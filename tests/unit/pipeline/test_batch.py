@@ -67,7 +67,7 @@ def test_of_two_events_for_one_item_the_newer_is_written_and_the_older_supersede
 
     for arrival in ([older, newer, other], [newer, older, other]):
         out = sort_batch(arrival, stored={})
-        assert (out.items, out.superseded) == ([newer, other], 1)
+        assert (out.items, out.superseded) == ([newer, other], [older])
 
 
 def test_two_events_for_one_item_at_the_same_time_go_to_the_greater_event_id() -> None:
