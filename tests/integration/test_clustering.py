@@ -140,10 +140,11 @@ def test_the_dashboard_role_reads_views_and_nothing_else(stack: ServiceUrls, eng
         ("", "CURRENT", "is the role this command connects as"),
         ("CREATE ROLE dash_reads_all; GRANT pg_read_all_data TO dash_reads_all", "dash_reads_all", "member of"),
         ("CREATE ROLE dash_owner; CREATE TABLE public.dash_owned (a int); ALTER TABLE public.dash_owned "
-         "OWNER TO dash_owner", "dash_owner", "owns tables"),
+         "OWNER TO dash_owner", "dash_owner", "owns or has rights on tables"),
         ("", "dash_newline\n", "use lower-case letters"),
+        ("CREATE ROLE dash_app_user; GRANT SELECT, INSERT ON items TO dash_app_user", "dash_app_user", "has rights"),
     ],
-    ids=["itself", "member-of-pg_read_all_data", "owns-a-table", "trailing-newline"],
+    ids=["itself", "member-of-pg_read_all_data", "owns-a-table", "trailing-newline", "granted-a-table"],
 )  # fmt: skip
 def test_grant_dashboard_refuses_a_role_that_can_do_more(engine: Engine, setup: str, role: str, problem: str) -> None:
     """It used to revoke an application role's own table rights, or report a superuser as read-only."""

@@ -49,11 +49,13 @@ def grant_dashboard(connection: Connection, role: str, password: str | None) -> 
 
 
 _ROLE_FACTS = """
-    SELECT r.rolname = current_user, r.rolsuper OR r.rolcreaterole OR r.rolbypassrls,
+    SELECT r.rolname = current_user, r.rolsuper OR r.rolcreaterole OR r.rolbypassrls OR r.rolcreatedb,
            EXISTS (SELECT 1 FROM pg_auth_members m WHERE m.member = r.oid),
            EXISTS (SELECT 1 FROM pg_class c WHERE c.relowner = r.oid)
              OR EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspowner = r.oid)
              OR EXISTS (SELECT 1 FROM pg_database d WHERE d.datdba = r.oid)
+             OR EXISTS (SELECT 1 FROM pg_class c, aclexplode(c.relacl) a
+                        WHERE a.grantee = r.oid AND c.relnamespace <> 'dashboard'::regnamespace)
     FROM pg_roles r WHERE r.rolname = %s
 """
 
@@ -69,9 +71,9 @@ def _refuse_unsafe_role(cursor: Any, role: str) -> None:
     me, powerful, member, owner = facts
     problem = (
         "is the role this command connects as" if me
-        else "is a superuser, or may create roles or bypass row security" if powerful
+        else "is a superuser, or may create roles or databases or bypass row security" if powerful
         else "is a member of other roles (such as pg_read_all_data), whose rights it may use" if member
-        else "owns tables, schemas or databases (an application's role?)" if owner
+        else "owns or has rights on tables, schemas or databases (an application's role?)" if owner
         else None
     )  # fmt: skip
     if problem:
