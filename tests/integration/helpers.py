@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, create_engine, make_url, text
 
+from worker.db import get_engine
+from worker.migrate import upgrade
 from worker.publish import TASK_NAME
 
 
@@ -101,3 +103,19 @@ def processes_with_torch(root_pid: int) -> list[int]:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return loaded
+
+
+def scratch_database(server_url: str, *, prefix: str, migrated: bool = True) -> Iterator[str]:
+    """A database of its own on the embedded server for one test (migrated unless told not to), then dropped."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    if migrated:
+        upgrade(url)
+    yield url
+    get_engine(url).dispose()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import text
 
+from tests.integration.helpers import scratch_database
 from worker.db import get_engine
-from worker.migrate import upgrade
 from worker.processes import service_env
 from worker.services import ServiceUrls
 from worker.store.model_versions import register_model_version
@@ -24,30 +24,15 @@ pytestmark = [pytest.mark.integration]
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
 
 
-def _database(stack: ServiceUrls, *, migrated: bool) -> Iterator[str]:
-    name = f"cli_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(stack.database_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(stack.database_url).set(database=name).render_as_string(hide_password=False)
-    if migrated:
-        upgrade(url)
-    yield url
-    get_engine(url).dispose()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
 @pytest.fixture
 def unmigrated_db(stack: ServiceUrls) -> Iterator[str]:
     """A database that exists but has never seen `tagworker migrate`."""
-    yield from _database(stack, migrated=False)
+    yield from scratch_database(stack.database_url, prefix="cli", migrated=False)
 
 
 @pytest.fixture
 def own_db(stack: ServiceUrls) -> Iterator[str]:
-    yield from _database(stack, migrated=True)
+    yield from scratch_database(stack.database_url, prefix="cli")
 
 
 def tagworker(*args: str, database_url: str, broker_url: str) -> subprocess.CompletedProcess[str]:

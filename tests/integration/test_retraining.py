@@ -17,16 +17,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, func, make_url, select, text
+from sqlalchemy import Engine, func, select, text
 
 from models import Item, ItemLabel, ModelVersion, Tag, TagCorrection
 from tests.integration.conftest import WORKER_ENV
-from tests.integration.helpers import count_items, feedback, processes_with_torch, producer_app, publish, wait_for
+from tests.integration.helpers import (
+    count_items,
+    feedback,
+    processes_with_torch,
+    producer_app,
+    publish,
+    scratch_database,
+    wait_for,
+)
 from worker import retraining
 from worker.backfill import BACKFILL_LOCK, BackfillService
 from worker.db import get_engine, session_scope
 from worker.errors import ModelLoadError
-from worker.migrate import upgrade
 from worker.pipeline.embed import ModelEmbedder, load_embedder, resolve_model_path
 from worker.processes import service_env, start_worker, stop
 from worker.retraining import RetrainService
@@ -48,17 +55,7 @@ FAST = {"max_steps": 4, "batch_size": 8, "positives_per_text": 2, "holdout_share
 @pytest.fixture
 def own_db(stack: ServiceUrls) -> Iterator[str]:
     """A fresh database on the embedded server, migrated (default taxonomy seeded)."""
-    name = f"retrain_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(stack.database_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(stack.database_url).set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    yield url
-    get_engine(url).dispose()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
+    yield from scratch_database(stack.database_url, prefix="retrain")
 
 
 def settings_for(tmp_path: Path, **training: object) -> Settings:
