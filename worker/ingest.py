@@ -1,8 +1,8 @@
 """One ingest batch, end to end: validate, skip what is stored, embed, write in one transaction, with retries.
 
 It never raises for bad input or a failing model: those become `rejected_events` rows. When the database stays
-unreachable past the retries, the events are recorded as failed; if even that cannot be written, the summary
-asks the task to requeue the messages so that nothing is lost.
+unreachable past the retries, the summary asks the task to requeue the messages so that nothing is lost; other
+write errors record the events as failed (and requeue if even that cannot be written).
 """
 
 from __future__ import annotations
@@ -93,8 +93,15 @@ class IngestService:
         try:
             self._process(parsed, summary)
         except Exception as exc:
-            log.exception("batch of %d failed after retries", len(messages))
-            self._record_failed(messages, parsed, exc, summary)
+            if is_transient(exc):
+                # The database is away: recording the events as failed would lose them for good if it came back
+                # in between (it did, in CI: "the database system is starting up"). Hand them back instead.
+                log.error("database unreachable after retries; requeueing %d messages: %s", len(messages),
+                          str(exc).splitlines()[0][:200])  # fmt: skip
+                summary.requeue = True
+            else:
+                log.exception("batch of %d failed after retries", len(messages))
+                self._record_failed(messages, parsed, exc, summary)
         summary.seconds = round(time.perf_counter() - started, 4)
         log.info("batch %s", summary.as_dict())
         return summary
