@@ -15,11 +15,10 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from worker.db import session_scope
+from worker.db import session_scope, unlock_quietly
 from worker.pipeline.embed import Embedder
 from worker.store.items import write_embeddings
 from worker.store.model_versions import active_version_id, set_backfill
@@ -75,7 +74,7 @@ class BackfillService:
             try:
                 status, embedded, total = self._fill(progress)
             finally:
-                _unlock(lock)
+                unlock_quietly(lock, BACKFILL_LOCK, "backfill")
         seconds = round(time.perf_counter() - started, 1)
         if embedded:
             log.info("backfill of model version %d: %d items in %.1fs", self.model_version_id, embedded, seconds)
@@ -127,16 +126,3 @@ class BackfillService:
             log.info("backfill of model version %d stops: version %s is active now", self.model_version_id, active)
             return True
         return False
-
-
-def _unlock(lock: Connection) -> None:
-    """Unlock, logging rather than raising.
-
-    A dropped connection has released the lock already, and an error here must not replace the backfill's own
-    result (or its own exception).
-    """
-    try:
-        lock.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": BACKFILL_LOCK})
-        lock.commit()
-    except SQLAlchemyError:
-        log.warning("could not release the backfill lock; its connection was lost, which released it", exc_info=True)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger(__name__)
 
 _engines: dict[tuple[int, str], Engine] = {}
 
@@ -54,3 +58,16 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def unlock_quietly(connection: Connection, key: int, what: str) -> None:
+    """Release a session-level advisory lock, logging rather than raising.
+
+    A dropped connection has released the lock already, and an error here must not replace the run's own
+    result (or its own exception).
+    """
+    try:
+        connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        connection.commit()
+    except SQLAlchemyError:
+        log.warning("could not release the %s lock; its connection was lost, which released it", what, exc_info=True)

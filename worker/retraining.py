@@ -16,11 +16,10 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from worker.db import session_scope
+from worker.db import session_scope, unlock_quietly
 from worker.evaluation.retrain import score_model
 from worker.evaluation.tagging import Labelled
 from worker.model_store import save_model, verify_model_dir
@@ -41,10 +40,10 @@ from worker.store.model_versions import (
 )
 from worker.store.tags import current_taxonomy
 from worker.store.training import (
+    RETRAIN_LOCK,
     LabelledItem,
     labelled_items,
     labels_since,
-    release_retrain_lock,
     scored_pairs,
     try_retrain_lock,
 )
@@ -129,7 +128,7 @@ class RetrainService:
             try:
                 summary = self._run(force=force, show_progress=show_progress)
             finally:
-                _release(lock)
+                unlock_quietly(lock, RETRAIN_LOCK, "retraining")
         summary.seconds = round(time.perf_counter() - started, 1)
         log.info("retraining: %s (%s)", summary.status, summary.reason)
         return summary
@@ -257,16 +256,3 @@ def _conclude(
     if promote:
         activate(session, candidate.version_id)
     return RetrainSummary("promoted" if promote else "rejected", reason, candidate.version_id, metrics)
-
-
-def _release(lock: Connection) -> None:
-    """Unlock, logging rather than raising.
-
-    A dropped connection has released the lock already, and an error here must not replace the run's own
-    result (or its own exception).
-    """
-    try:
-        release_retrain_lock(lock)
-        lock.commit()
-    except SQLAlchemyError:
-        log.warning("could not release the retraining lock; its connection was lost, which released it", exc_info=True)

@@ -59,12 +59,12 @@ def nearest(
     params = {"q": vector, "k": k, "kind": kind, "since": since, "exclude_item": exclude_item, "tag_id": tag_id}
     session.execute(text("SELECT set_config('hnsw.ef_search', :ef, true)"), {"ef": str(max(ef_search, k))})
     session.execute(text("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)"))
-    hits = _hits(session, _index_scan_sql(model_version_id, dims, filters), params)
+    hits = _hits(session, _scan_sql(model_version_id, dims, filters, exact=False), params)
     if filters and len(hits) < k:
         # The iterative scan stops after hnsw.max_scan_tuples visited vectors (20,000 by default), so when the
         # matches lie far from the query it returns fewer than k, even none, although k exist. Too few rows
         # is the only sign of that, so only then pay for an exact scan of the rows the filter keeps.
-        hits = _hits(session, _exact_scan_sql(model_version_id, dims, filters), params)
+        hits = _hits(session, _scan_sql(model_version_id, dims, filters, exact=True), params)
     return hits
 
 
@@ -72,29 +72,21 @@ def _distance(dims: int) -> str:
     return f"e.vector::vector({int(dims)}) <=> CAST(:q AS vector({int(dims)}))"
 
 
-def _index_scan_sql(model_version_id: int, dims: int, filters: str) -> str:
+def _scan_sql(model_version_id: int, dims: int, filters: str, *, exact: bool) -> str:
+    """The top-k query: through the version's HNSW index, or (`exact`) measuring every row the filter keeps.
+
+    Exact puts the ORDER BY outside the materialized CTE, so no index can supply the order (an HNSW index
+    cannot serve a scan without ORDER BY, and pgvector never plans one).
+    """
+    inner_order = "" if exact else f"ORDER BY {_distance(dims)} LIMIT :k"
     return f"""
         WITH candidates AS MATERIALIZED (
             SELECT i.id, i.kind, i.external_id, i.title, i.text, i.occurred_at, {_distance(dims)} AS distance
             FROM embeddings e JOIN items i ON i.id = e.item_id
             WHERE e.model_version_id = {int(model_version_id)}{filters}
-            ORDER BY {_distance(dims)}
-            LIMIT :k
+            {inner_order}
         )
-        SELECT * FROM candidates ORDER BY distance
-    """
-
-
-def _exact_scan_sql(model_version_id: int, dims: int, filters: str) -> str:
-    # The ORDER BY sits outside the materialized CTE, so no index can supply the order: every row the filter
-    # keeps is measured and sorted (an HNSW index cannot serve a scan without ORDER BY, and pgvector never plans one).
-    return f"""
-        WITH matches AS MATERIALIZED (
-            SELECT i.id, i.kind, i.external_id, i.title, i.text, i.occurred_at, {_distance(dims)} AS distance
-            FROM embeddings e JOIN items i ON i.id = e.item_id
-            WHERE e.model_version_id = {int(model_version_id)}{filters}
-        )
-        SELECT * FROM matches ORDER BY distance LIMIT :k
+        SELECT * FROM candidates ORDER BY distance LIMIT :k
     """
 
 

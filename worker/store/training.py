@@ -76,7 +76,3 @@ def add_pairs(session: Session, pairs: list[ScoredPair], *, source: str) -> int:
 def try_retrain_lock(connection: Connection) -> bool:
     """Session-level lock held for the whole run (training outlives any one transaction); False if taken."""
     return bool(connection.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": RETRAIN_LOCK}))
-
-
-def release_retrain_lock(connection: Connection) -> None:
-    connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": RETRAIN_LOCK})
