@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from worker.clustering import ThemeAssigner
 from worker.corrections import apply_corrections
 from worker.db import session_scope
-from worker.pipeline.batch import EmbedOutcome, Sorted, embed_isolating_failures, item_values, sort_batch
+from worker.pipeline.batch import EmbedOutcome, Sorted, embed_newest_that_embeds, item_values, sort_batch
 from worker.pipeline.embed import Embedder
 from worker.pipeline.validate import Accepted, RawMessage, Rejection, parse_message, raw_text
 from worker.settings import BatchingSettings, IngestSettings
@@ -121,17 +121,17 @@ class IngestService:
         stored = self._with_retries(lambda s: known_event_hashes(s, event_ids))
         batch = sort_batch(parsed, stored)
         embed_started = time.perf_counter()
-        outcome = embed_isolating_failures(self.embedder, batch.items)
+        outcome, superseded = embed_newest_that_embeds(self.embedder, batch)
         summary.embed_seconds = round(time.perf_counter() - embed_started, 4)
         rejections = batch.rejections + outcome.failures
         prediction = self._predict(outcome)
         themes = self._themes(outcome)
         written = self._with_retries(
-            lambda s: self._write(s, batch, outcome, prediction, themes, rejections), commit=True
+            lambda s: self._write(s, batch, outcome, superseded, prediction, themes, rejections), commit=True
         )
         summary.stored, stale, summary.corrections = written
         summary.duplicates = batch.duplicates
-        summary.superseded = len(batch.superseded) + stale
+        summary.superseded = len(superseded) + stale
         summary.rejected = sum(r.status == "invalid" for r in rejections)
         summary.failed = sum(r.status == "failed" for r in rejections)
 
@@ -163,6 +163,7 @@ class IngestService:
         session: Session,
         batch: Sorted,
         outcome: EmbedOutcome,
+        superseded: list[Accepted],
         prediction: Prediction | None,
         themes: tuple[list[int], list[int | None], list[float]] | None,
         rejections: list[Rejection],
@@ -181,7 +182,7 @@ class IngestService:
                 )
         written = upsert_items(session, rows, self.model_version_id)
         losers = [r.values for r in rows if r.values["event_id"] not in written]
-        remember_superseded(session, losers + [item_values(a.event) for a in batch.superseded])  # type: ignore[arg-type]
+        remember_superseded(session, losers + [item_values(a.event) for a in superseded])  # type: ignore[arg-type]
         if prediction is not None:
             item_ids = [written.get(a.event.event_id) for a in outcome.events]
             write_tagged(session, prediction.for_items(item_ids), self.model_version_id)

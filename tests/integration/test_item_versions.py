@@ -39,6 +39,25 @@ def test_a_create_and_an_edit_of_one_item_in_one_batch_store_the_edit(engine: En
     assert stored_text(engine, item) == "Checkout is slow on mobile"
 
 
+class PoisonEmbedder(FakeEmbedder):
+    def embed(self, texts: list[str]):  # type: ignore[no-untyped-def]
+        if any("POISON" in t for t in texts):
+            raise RuntimeError("model choked on a poison text")
+        return super().embed(texts)
+
+
+def test_when_the_newest_event_of_an_item_fails_to_embed_the_older_one_is_stored(engine: Engine, version: int) -> None:
+    """The older event used to be counted superseded next to a failed newest one: the item got neither."""
+    item = f"fb-{uuid.uuid4().hex[:12]}"
+    batch = [feedback("Refund took three weeks", feedback_id=item, occurred_at="2026-01-01T00:00:00+00:00")]
+    batch.append(feedback("POISON edit", feedback_id=item, occurred_at="2026-01-02T00:00:00+00:00"))
+
+    summary = service(engine, version, PoisonEmbedder()).run(messages(batch))
+
+    assert (summary.stored, summary.superseded, summary.failed) == (1, 0, 1), summary
+    assert stored_text(engine, item) == "Refund took three weeks"
+
+
 def test_an_older_or_equally_old_event_for_a_stored_item_is_superseded(engine: Engine, version: int) -> None:
     item, same_time = f"fb-{uuid.uuid4().hex[:12]}", "2026-02-01T00:00:00+00:00"
     low, high = sorted(str(uuid.uuid4()) for _ in range(2))

@@ -38,6 +38,10 @@ def _recency(event: ItemEvent) -> tuple[datetime, uuid.UUID]:
     return event.occurred_at, event.event_id
 
 
+def _item_key(event: ItemEvent) -> tuple[str, str]:
+    return event.item_kind, event.external_id
+
+
 def _reused_id(accepted: Accepted, where: str) -> Rejection:
     event = accepted.event
     return Rejection(
@@ -78,7 +82,7 @@ def sort_batch(parsed: list[Accepted | Rejection], stored: dict[uuid.UUID, str |
             out.corrections.append(result)
             continue
         # One upsert cannot touch a row twice, so of several events for one item only the newest is written.
-        key = (result.event.item_kind, result.event.external_id)
+        key = _item_key(result.event)  # type: ignore[arg-type]
         if key in newest:
             kept = out.items[newest[key]]
             if _recency(result.event) > _recency(kept.event):  # type: ignore[arg-type]
@@ -157,6 +161,39 @@ def embed_isolating_failures(embedder: Embedder, accepted: list[Accepted]) -> Em
                 )
             )
     return EmbedOutcome(good, _concat(parts), failures)
+
+
+def embed_newest_that_embeds(embedder: Embedder, batch: Sorted) -> tuple[EmbedOutcome, list[Accepted]]:
+    """Embed each item's newest event; where the model fails on it, the item's next newest event in the batch
+    takes its place, as it would have if each event had come in a batch of its own.
+
+    Returns:
+        The outcome over every event tried, and the events that stay superseded.
+    """
+    outcome = embed_isolating_failures(embedder, batch.items)
+    waiting = list(batch.superseded)
+    if not outcome.failures or not waiting:
+        return outcome, waiting
+    by_id = {a.event.event_id: a for a in [*batch.items, *waiting]}
+    events, failures = list(outcome.events), list(outcome.failures)
+    parts = [outcome.embeddings] if outcome.embeddings is not None else []
+    failed = outcome.failures
+    while failed:
+        fallbacks = []
+        for key in {_item_key(by_id[f.event_id].event) for f in failed if f.event_id in by_id}:  # type: ignore[arg-type]
+            older = [a for a in waiting if _item_key(a.event) == key]  # type: ignore[arg-type]
+            if older:
+                newest = max(older, key=lambda a: _recency(a.event))  # type: ignore[arg-type]
+                waiting.remove(newest)
+                fallbacks.append(newest)
+        if not fallbacks:
+            break
+        more = embed_isolating_failures(embedder, fallbacks)
+        events += more.events
+        failures += more.failures
+        parts += [more.embeddings] if more.embeddings is not None else []
+        failed = more.failures
+    return EmbedOutcome(events, _concat(parts), failures), waiting
 
 
 def _concat(parts: list[Embeddings]) -> Embeddings | None:

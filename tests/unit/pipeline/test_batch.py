@@ -18,7 +18,13 @@ from tests.unit.factories import (
     feedback_payload,
     message,
 )
-from worker.pipeline.batch import content_hash, embed_isolating_failures, item_values, sort_batch
+from worker.pipeline.batch import (
+    content_hash,
+    embed_isolating_failures,
+    embed_newest_that_embeds,
+    item_values,
+    sort_batch,
+)
 from worker.pipeline.validate import Rejection, parse_message
 from worker.settings import IngestSettings
 
@@ -277,3 +283,46 @@ def test_a_very_long_failure_message_is_cut() -> None:
     outcome = embed_isolating_failures(Exploding(), [accepted(content_payload())])
 
     assert len(outcome.failures[0].reason) == 2000
+
+
+def _edits(*texts: str, feedback_id: str = "fb-0001") -> list:  # type: ignore[type-arg]
+    """Events for one item, a day apart, oldest first."""
+    return [
+        accepted(feedback_payload(feedback_id=feedback_id, text=t, occurred_at=f"2026-01-0{day}T00:00:00Z"), f"m{day}")
+        for day, t in enumerate(texts, start=1)
+    ]
+
+
+def test_when_an_items_newest_event_is_poison_its_next_newest_is_stored() -> None:
+    """The older edit used to be counted superseded and dropped: the item lost both texts."""
+    old, newer, newest = _edits("first wording", "second wording", "POISON wording")
+    other = accepted(feedback_payload(feedback_id="fb-other", text="unrelated"), "m9")
+    batch = sort_batch([old, newer, newest, other], {})
+
+    outcome, superseded = embed_newest_that_embeds(FakeEmbedder(), batch)
+
+    assert outcome.events == [other, newer]
+    assert [f.message_id for f in outcome.failures] == ["m3"]
+    assert superseded == [old]
+    assert outcome.embeddings is not None and outcome.embeddings.vectors.shape == (2, 4)
+
+
+def test_a_chain_of_poison_edits_falls_back_to_the_newest_that_embeds() -> None:
+    batch = sort_batch(_edits("the only good one", "POISON a", "POISON b"), {})
+
+    outcome, superseded = embed_newest_that_embeds(FakeEmbedder(), batch)
+
+    assert [a.event.text for a in outcome.events] == ["the only good one"]  # type: ignore[union-attr]
+    assert [f.message_id for f in outcome.failures] == ["m3", "m2"]
+    assert superseded == []
+
+
+def test_without_poison_the_superseded_events_stay_superseded_and_the_model_runs_once() -> None:
+    embedder = FakeEmbedder()
+    batch = sort_batch(_edits("one", "two"), {})
+
+    outcome, superseded = embed_newest_that_embeds(embedder, batch)
+
+    assert [a.event.text for a in outcome.events] == ["two"]  # type: ignore[union-attr]
+    assert [a.event.text for a in superseded] == ["one"]  # type: ignore[union-attr]
+    assert embedder.calls == [["two"]]
