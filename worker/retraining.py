@@ -32,6 +32,7 @@ from worker.store.model_versions import (
     VersionInfo,
     activate,
     active_version,
+    build_hnsw_index,
     fail_interrupted,
     finish_candidate,
     last_training_at,
@@ -220,6 +221,8 @@ class RetrainService:
         )  # fmt: skip
         summary_metrics = {"before": before, "after": after, "train_seconds": result.seconds, "steps": result.steps,
                            "device": result.device}  # fmt: skip
+        if decision.promote:  # before the switch's transaction, where building it would hold back ingest
+            build_hnsw_index(self.engine, candidate.version_id, candidate.parent.dims)
         with session_scope(self.engine) as session:
             summary = _conclude(session, candidate, decision, summary_metrics, str(path))
             session.commit()

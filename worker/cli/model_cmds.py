@@ -107,13 +107,14 @@ def rollback() -> None:
 
 def _switch_to(database_url: str, target: Any) -> None:
     from worker.model_store import verify_model_dir
-    from worker.store.model_versions import activate
+    from worker.store.model_versions import activate, build_hnsw_index
 
     if target.status == "active":
         raise ModelVersionError(f"version {target.name} is already active")
     if target.status in {"training", "failed"} or not target.path:
         raise ModelVersionError(f"version {target.name} is {target.status} and has no usable model directory")
     verify_model_dir(target.path, dims=target.dims)
+    build_hnsw_index(get_engine(database_url), target.id, target.dims)  # outside the switch: ingest writes on
     with session_scope(get_engine(database_url)) as session:
         activate(session, target.id)
         session.commit()

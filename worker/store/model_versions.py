@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select, text, update
+from sqlalchemy import Connection, Engine, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from models import ModelVersion
 from worker.errors import ModelVersionError
+
+log = logging.getLogger(__name__)
 
 # Serializes version registration across workers; the number is arbitrary but fixed.
 _REGISTER_LOCK = 7160403
@@ -49,14 +53,54 @@ def register_model_version(connection: Connection, *, name: str, base_model: str
     return version_id
 
 
-def ensure_hnsw_index(connection: Connection | Session, version_id: int, dims: int) -> None:
+def _index_sql(version_id: int, dims: int, *, concurrently: bool = False) -> str:
     """The version's own partial HNSW index (ids are integers from our table, never user text)."""
-    connection.execute(
-        text(
-            f"CREATE INDEX IF NOT EXISTS {hnsw_index_name(int(version_id))} ON embeddings "
-            f"USING hnsw ((vector::vector({int(dims)})) vector_cosine_ops) WHERE model_version_id = {int(version_id)}"
-        )
+    how = "CONCURRENTLY " if concurrently else ""
+    return (
+        f"CREATE INDEX {how}IF NOT EXISTS {hnsw_index_name(int(version_id))} ON embeddings "
+        f"USING hnsw ((vector::vector({int(dims)})) vector_cosine_ops) WHERE model_version_id = {int(version_id)}"
     )
+
+
+def _index_valid(connection: Connection | Session, version_id: int) -> bool | None:
+    """None if the index does not exist; False if a concurrent build of it failed half-way."""
+    query = "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = :name"
+    return connection.scalar(text(query), {"name": hnsw_index_name(int(version_id))})  # type: ignore[no-any-return]
+
+
+def ensure_hnsw_index(connection: Connection | Session, version_id: int, dims: int) -> None:
+    """Create the version's index in the caller's transaction unless a valid one exists.
+
+    Building it takes a lock that holds back every write to `embeddings` until the transaction ends, so a
+    switch of versions builds it first with `build_hnsw_index`, and this only checks.
+    """
+    valid = _index_valid(connection, version_id)
+    if valid:
+        return
+    if valid is False:
+        connection.execute(text(f"DROP INDEX {hnsw_index_name(int(version_id))}"))
+    connection.execute(text(_index_sql(version_id, dims)))
+
+
+def build_hnsw_index(engine: Engine, version_id: int, dims: int, *, lock_timeout_s: float = 600) -> bool:
+    """Build the version's index CONCURRENTLY, outside any transaction, so that ingest writes on meanwhile.
+
+    Returns False (logged) when the build could not finish, for instance because a transaction stayed open
+    past `lock_timeout_s`; `ensure_hnsw_index` then builds it in the switch's transaction, as before.
+    """
+    try:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.execute(text("SELECT set_config('lock_timeout', :t, false)"), {"t": f"{int(lock_timeout_s)}s"})
+            valid = _index_valid(connection, version_id)
+            if valid is False:
+                connection.execute(text(f"DROP INDEX CONCURRENTLY {hnsw_index_name(int(version_id))}"))
+            if not valid:
+                connection.execute(text(_index_sql(version_id, dims, concurrently=True)))
+            return True
+    except SQLAlchemyError as exc:
+        log.warning("could not build the index of model version %d concurrently; the switch builds it: %s",
+                    version_id, str(exc).splitlines()[0][:200])  # fmt: skip
+        return False
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,90 @@
+"""Switching the active model version while ingest writes vectors: the switch must not hold the writes back."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import OperationalError
+
+from tests.integration.helpers import scratch_database, wait_for
+from worker.db import get_engine
+from worker.pipeline.embed import resolve_model_path
+from worker.processes import service_env
+from worker.services import ServiceUrls
+from worker.store.model_versions import hnsw_index_name, register_model_version
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+DIMS = 384
+
+
+@pytest.fixture
+def own_db(stack: ServiceUrls) -> Iterator[str]:
+    yield from scratch_database(stack.database_url, prefix="switch")
+
+
+def write_vector(connection: Connection, version_id: int) -> None:
+    """What an ingest batch does: an item and its vector (the caller decides when to commit)."""
+    body = f"feedback {uuid.uuid4()}"
+    item_id = connection.scalar(
+        text("""INSERT INTO items (kind, external_id, event_id, text, content_sha256, occurred_at, metadata)
+                VALUES ('feedback', :x, :e, :t, :h, now(), '{}') RETURNING id"""),
+        {"x": body, "e": uuid.uuid4(), "t": body, "h": hashlib.sha256(body.encode()).hexdigest()},
+    )
+    connection.execute(
+        text("""INSERT INTO embeddings (item_id, model_version_id, vector, chunks_total, chunks_used)
+                VALUES (:i, :v, :vec, 1, 1)"""),
+        {"i": item_id, "v": version_id, "vec": str([1 / DIMS**0.5] * DIMS)},
+    )
+
+
+def switch_waits_on_a_lock(engine: Engine) -> bool:
+    with engine.connect() as conn:
+        query = """SELECT count(*) FROM pg_stat_activity
+                   WHERE datname = current_database() AND wait_event_type = 'Lock' AND query ILIKE '%CREATE INDEX%'"""
+        return bool(conn.scalar(text(query)))
+
+
+def test_a_promotion_lets_ingest_write_while_it_builds_the_index(own_db: str, stack: ServiceUrls) -> None:
+    """The new version's HNSW index was built inside the switch's transaction: its lock queued every later
+    write to `embeddings` behind the slowest batch in flight, and held them until the scan finished."""
+    engine = get_engine(own_db)
+    path = resolve_model_path("all-MiniLM-L6-v2")
+    with engine.begin() as conn:
+        stock = register_model_version(conn, name="stock@switch", base_model="stock", path=path, dims=DIMS)
+        target = register_model_version(conn, name="target@switch", base_model="stock", path=path, dims=DIMS)
+        conn.execute(text(f"DROP INDEX {hnsw_index_name(target)}"))  # as a fresh candidate has none
+    in_flight = engine.connect()
+    write_vector(in_flight, stock)  # a batch that has written and not committed yet
+    promote = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "model", "promote", str(target)],
+        env=service_env(ServiceUrls(own_db, stack.broker_url)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: switch_waits_on_a_lock(engine), timeout_s=120, what="the promotion to wait for the batch")
+        with engine.connect() as next_batch:
+            next_batch.execute(text("SET lock_timeout = '3s'"))
+            started = time.monotonic()
+            try:
+                write_vector(next_batch, stock)
+                next_batch.commit()
+            except OperationalError as exc:
+                pytest.fail(f"the next batch's write waited behind the promotion: {exc}")
+            assert time.monotonic() - started < 3
+    finally:
+        in_flight.commit()
+        in_flight.close()
+        _, err = promote.communicate(timeout=120)
+    assert promote.returncode == 0, err
+    with engine.connect() as conn:
+        query = "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = :n"
+        assert conn.scalar(text(query), {"n": hnsw_index_name(target)}) is True
+        assert conn.scalar(text("SELECT status FROM model_versions WHERE id = :v"), {"v": target}) == "active"
