@@ -31,7 +31,8 @@ from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps
 
-from worker.dead_letters import NotDeliverable, read_entry, report_dead_letter
+from worker.dead_letters import read_entry, report_dead_letter
+from worker.errors import NotDeliverable
 
 log = logging.getLogger(__name__)
 

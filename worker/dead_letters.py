@@ -17,11 +17,9 @@ from typing import Any
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 
+from worker.errors import NotDeliverable
+
 log = logging.getLogger(__name__)
-
-
-class NotDeliverable(ValueError):
-    """A queue or in-flight entry that no queue can take; the message says why, for a person to act on."""
 
 
 def read_entry(raw: bytes) -> dict[str, Any]:

@@ -33,3 +33,10 @@ class CorrectionError(TagworkerError):
 
 class ModelVersionError(TagworkerError):
     """A model version that does not exist or cannot be promoted or rolled back to."""
+
+
+class NotDeliverable(TagworkerError, ValueError):
+    """A queue or in-flight entry that no queue can take; the message says why, for a person to act on.
+
+    The broker transport catches it and moves the entry to the dead-letter list (see `worker.dead_letters`).
+    """
