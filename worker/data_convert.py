@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from worker.errors import ConfigurationError
 from worker.jsonl import json_lines, utf8_line
@@ -76,18 +78,33 @@ def convert(dataset: str, source: Path, out: Path) -> dict[str, int]:
 
 
 def _write_groups(rows: Iterable[tuple[str, dict[str, object]]], out: Path, *, prefix: str) -> dict[str, int]:
-    handles = {}
+    """Write each group beside its file and move it into place only when every row converted.
+
+    A malformed row half-way used to leave truncated files that looked like finished ones; now a failure leaves
+    the output directory as it was (an earlier run's files included) and removes the partial ones.
+    """
+    partial: dict[str, IO[str]] = {}
     counts: dict[str, int] = {}
     try:
         for group, row in rows:
             name = f"{prefix}-{group}.jsonl"
-            if name not in handles:
-                handles[name] = (out / name).open("w", encoding="utf-8")
-            handles[name].write(json.dumps(row, ensure_ascii=False) + "\n")
+            if name not in partial:
+                partial[name] = _partial_file(out, name)
+            partial[name].write(json.dumps(row, ensure_ascii=False) + "\n")
             counts[name] = counts.get(name, 0) + 1
+        for name, handle in list(partial.items()):
+            handle.close()
+            os.replace(handle.name, out / name)
+            del partial[name]
     except OSError as exc:
         raise ConfigurationError(f"cannot convert {prefix}: {exc}") from None
     finally:
-        for handle in handles.values():
+        for handle in partial.values():
             handle.close()
+            Path(handle.name).unlink(missing_ok=True)
     return counts
+
+
+def _partial_file(out: Path, name: str) -> IO[str]:
+    # A name of our own opened with "x" rather than tempfile's 0600 file: the result keeps the umask's mode.
+    return (out / f".{name}.{uuid.uuid4().hex}.partial").open("x", encoding="utf-8")

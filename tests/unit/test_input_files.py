@@ -93,3 +93,16 @@ def test_data_convert_still_writes_good_files(tmp_path: Path) -> None:
     code, output = _tagworker("data", "convert", "dstc11", "--source", str(source), "--out", str(tmp_path / "out"))
     assert code == 0, output
     assert (tmp_path / "out" / "dstc11-bank.jsonl").read_text(encoding="utf-8") == '{"text": "café", "tags": ["i"]}\n'
+
+
+def test_a_failed_data_convert_leaves_no_partial_file(tmp_path: Path) -> None:
+    """A bad row after good ones used to leave truncated .jsonl files that `tagworker eval` would read as whole."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "dstc11-bank.jsonl").write_text("from an earlier run\n", encoding="utf-8")
+    lines = b'{"domain": "bank", "text": "a", "intent": "i"}\n{"domain": "travel", "text": "b", "intent": "j"}\n'
+    source = _dstc11(tmp_path / "data", lines + b'{"domain": "bank", "text": 7, "intent": "i"}\n')
+    code, output = _tagworker("data", "convert", "dstc11", "--source", str(source), "--out", str(out))
+    assert code == 2 and "utterances.jsonl:3: field 'text' must be a string" in output, output
+    assert sorted(path.name for path in out.iterdir()) == ["dstc11-bank.jsonl"]
+    assert (out / "dstc11-bank.jsonl").read_text(encoding="utf-8") == "from an earlier run\n"
