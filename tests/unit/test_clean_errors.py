@@ -31,9 +31,13 @@ def _wrapped(orig: Exception) -> sqlalchemy.exc.DBAPIError:
          f'cannot connect to the database at {URL}: connection to server at "db", port 5432 failed: '
          "Connection refused; start it"),
         (psycopg2.errors.QueryCanceled("canceling statement due to statement timeout"),
-         f"the database at {URL} refused the command: canceling statement due to statement timeout"),
+         f"the database at {URL} refused the command: canceling statement due to statement timeout; check that "
+         "the role in TAGWORKER_DATABASE__URL may do this, and run `tagworker migrate` if the schema is older "
+         "than this tagworker"),
         (psycopg2.errors.InsufficientPrivilege("permission denied for table items"),
-         f"the database at {URL} refused the command: permission denied for table items"),
+         f"the database at {URL} refused the command: permission denied for table items; grant the role in "
+         "TAGWORKER_DATABASE__URL its rights on the tagworker tables, or set that URL to the role that ran "
+         "`tagworker migrate`"),
     ],
 )  # fmt: skip
 def test_database_errors_say_what_to_do(orig: Exception, message: str) -> None:
@@ -53,6 +57,7 @@ def test_redis_errors_say_what_to_do() -> None:
     "exc",
     [
         _wrapped(psycopg2.errors.InvalidSchemaName('schema "dashboard" does not exist')),
+        _wrapped(psycopg2.errors.InsufficientPrivilege("permission denied for table items\nDETAIL: ...")),
         redis.ConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused."),
         ConfigurationError("a message with [/brackets] in it"),
     ],

@@ -70,7 +70,15 @@ def database_message(exc: sqlalchemy.exc.DBAPIError | psycopg2.Error, url: str |
             f"cannot connect to the database{where}: {detail}; start it (`tagworker up` for the embedded one) "
             "or fix TAGWORKER_DATABASE__URL"
         )
-    return f"the database{where} refused the command: {detail}"
+    if isinstance(orig, psycopg2.errors.InsufficientPrivilege):
+        return (
+            f"the database{where} refused the command: {detail}; grant the role in TAGWORKER_DATABASE__URL its "
+            "rights on the tagworker tables, or set that URL to the role that ran `tagworker migrate`"
+        )
+    return (
+        f"the database{where} refused the command: {detail}; check that the role in TAGWORKER_DATABASE__URL may "
+        "do this, and run `tagworker migrate` if the schema is older than this tagworker"
+    )
 
 
 def redis_message(exc: redis.RedisError | kombu.exceptions.OperationalError, url: str | None) -> str:
