@@ -23,6 +23,7 @@ from worker.store.clusters import (
     finish_run,
     live_themes_elsewhere,
     load_feedback,
+    members_awaiting_vectors,
     record_lineage,
     release_members_of,
     retire,
@@ -82,6 +83,13 @@ class ClusteringService:
         with session_scope(self.engine) as session:
             if not try_lock(session):
                 return self._skip(session, run_id, started, 0, "another clustering run is in progress")
+            waiting = members_awaiting_vectors(
+                session, model_version_id=self.model_version_id, window_days=self.settings.window_days
+            )
+            if waiting:
+                why = (f"{waiting} feedback items of earlier themes have no vector under this model version yet "
+                       "(its backfill is running); the backfill re-clusters when it is done")  # fmt: skip
+                return self._skip(session, run_id, started, 0, why)
             feedback = load_feedback(
                 session, model_version_id=self.model_version_id, window_days=self.settings.window_days
             )

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import exists, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from models import Cluster, ClusterLineage, ClusterMember, ClusterRun, Embedding, Item
@@ -74,6 +74,25 @@ def active_themes(session: Session, model_version_id: int) -> Themes:
     if not rows:
         return Themes([], np.zeros((0, 1), np.float32))
     return Themes([r.id for r in rows], np.stack([np.asarray(r.centroid, dtype=np.float32) for r in rows]))
+
+
+def members_awaiting_vectors(session: Session, *, model_version_id: int, window_days: int) -> int:
+    """Feedback in the window that belongs to a live theme of another version but has no vector under this one.
+
+    After a promotion or a rollback these wait for the backfill; a run that went ahead without them would
+    retire their themes, and the themes would lose their ids.
+    """
+    query = (
+        select(func.count())
+        .select_from(ClusterMember)
+        .join(Cluster, Cluster.id == ClusterMember.cluster_id)
+        .join(Item, Item.id == ClusterMember.item_id)
+        .where(Cluster.retired_at.is_(None), Cluster.model_version_id != model_version_id)
+        .where(~exists().where(Embedding.item_id == Item.id, Embedding.model_version_id == model_version_id))
+    )
+    if window_days:
+        query = query.where(Item.occurred_at >= datetime.now(UTC) - timedelta(days=window_days))
+    return int(session.scalar(query) or 0)
 
 
 def live_themes_elsewhere(session: Session, model_version_id: int) -> list[int]:

@@ -1,0 +1,90 @@
+"""Clustering while a backfill re-embeds the feedback under a new model version, in a database of its own."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from sqlalchemy import Engine, text
+
+from tests.integration.helpers import scratch_database
+from worker.clustering import ClusteringService
+from worker.db import get_engine
+from worker.services import ServiceUrls
+from worker.settings import ClusteringSettings
+from worker.store.model_versions import register_model_version
+
+pytestmark = pytest.mark.integration
+
+DIMS, THEMES, PER_THEME = 32, 3, 20
+
+
+@pytest.fixture
+def engine(stack: ServiceUrls) -> Iterator[Engine]:
+    for url in scratch_database(stack.database_url, prefix="clusterversions"):
+        yield get_engine(url)
+
+
+def store_feedback(engine: Engine, version_id: int) -> list[int]:
+    """THEMES tight groups of feedback vectors on the unit sphere, stored under one version; their item ids."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(THEMES, DIMS))
+    ids = []
+    with engine.begin() as conn:
+        for t in range(THEMES):
+            for i in range(PER_THEME):
+                vector = centres[t] + rng.normal(scale=0.05, size=DIMS)
+                body = f"theme {t} message {i}"
+                ids.append(conn.scalar(
+                    text("""INSERT INTO items (kind, external_id, event_id, text, content_sha256, occurred_at, metadata)
+                            VALUES ('feedback', :x, :e, :t, :h, now(), '{}') RETURNING id"""),
+                    {"x": body, "e": uuid.uuid4(), "t": body, "h": hashlib.sha256(body.encode()).hexdigest()},
+                ))  # fmt: skip
+                conn.execute(
+                    text("""INSERT INTO embeddings (item_id, model_version_id, vector, chunks_total, chunks_used)
+                            VALUES (:i, :v, :vec, 1, 1)"""),
+                    {"i": ids[-1], "v": version_id, "vec": str((vector / np.linalg.norm(vector)).tolist())},
+                )
+    return ids
+
+
+def backfill(engine: Engine, item_ids: list[int], *, source: int, target: int) -> None:
+    """What the backfill writes for these items (the same vectors: the weights did not change here)."""
+    with engine.begin() as conn:
+        conn.execute(text("""INSERT INTO embeddings (item_id, model_version_id, vector, chunks_total, chunks_used)
+                             SELECT item_id, :target, vector, chunks_total, chunks_used FROM embeddings
+                             WHERE model_version_id = :source AND item_id = ANY(:ids)"""),
+                     {"target": target, "source": source, "ids": item_ids})  # fmt: skip
+
+
+def live_themes(engine: Engine) -> dict[int, int]:
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT id, model_version_id FROM clusters WHERE retired_at IS NULL"))
+        return dict(rows.tuples().all())
+
+
+def test_a_run_during_the_backfill_waits_so_the_themes_keep_their_ids(engine: Engine) -> None:
+    """The run clustered the half already re-embedded and retired every theme whose members it could not see."""
+    with engine.begin() as conn:
+        old = register_model_version(conn, name="old@clusters", base_model="fake", path=None, dims=DIMS)
+        new = register_model_version(conn, name="new@clusters", base_model="fake", path=None, dims=DIMS)
+    items = store_feedback(engine, old)
+    settings = ClusteringSettings(min_cluster_size=6, min_items=10)
+    assert ClusteringService(engine=engine, model_version_id=old, settings=settings).run().status == "succeeded"
+    themes = live_themes(engine)
+    assert len(themes) == THEMES
+
+    backfill(engine, items[: 2 * PER_THEME], source=old, target=new)  # two themes of three
+    during = ClusteringService(engine=engine, model_version_id=new, settings=settings).run()
+
+    assert during.status == "skipped" and "backfill" in (during.message or ""), during
+    assert live_themes(engine) == themes, "the old version's themes stay live, with their ids"
+
+    backfill(engine, items[2 * PER_THEME :], source=old, target=new)
+    after = ClusteringService(engine=engine, model_version_id=new, settings=settings).run()
+
+    assert after.status == "succeeded", after
+    assert live_themes(engine) == dict.fromkeys(themes, new), "every theme continues under the new version"
