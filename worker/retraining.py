@@ -24,8 +24,10 @@ from worker.evaluation.retrain import score_model
 from worker.evaluation.tagging import Labelled
 from worker.model_store import save_model, verify_model_dir
 from worker.pipeline.embed import ModelEmbedder, pick_device
-from worker.pipeline.retrain import GateDecision, ScoredPair, TrainParams, decide, fine_tune, same_tag_pairs
+from worker.pipeline.promotion_gate import GateDecision, decide
+from worker.pipeline.retrain import TrainParams, fine_tune
 from worker.pipeline.taxonomy import Taxonomy
+from worker.pipeline.training_pairs import ScoredPair, same_tag_pairs
 from worker.processes import usable_cores
 from worker.settings import Settings
 from worker.store.model_versions import (

@@ -10,7 +10,8 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 from worker.pipeline.embed import resolve_model_path
-from worker.pipeline.retrain import ScoredPair, TrainParams, fine_tune, same_tag_pairs
+from worker.pipeline.retrain import TrainParams, fine_tune
+from worker.pipeline.training_pairs import ScoredPair, same_tag_pairs
 
 pytestmark = pytest.mark.slow
 

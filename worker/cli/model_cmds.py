@@ -155,7 +155,7 @@ def add_pairs(
     ],
 ) -> None:
     """Store vocabulary pairs for the next retraining; a pair already stored, or given twice, keeps the last score."""
-    from worker.pipeline.retrain import read_scored_pairs
+    from worker.pipeline.training_pairs import read_scored_pairs
     from worker.store.training import add_pairs as store_pairs
 
     with clean_errors():

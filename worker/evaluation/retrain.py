@@ -18,8 +18,9 @@ from numpy.typing import NDArray
 from worker.evaluation.tagging import Labelled, Progress, embed_all, evaluate_tagging, keep_shots
 from worker.pipeline.embed import Embedder, ModelEmbedder
 from worker.pipeline.ranking import mrr_at_k, ndcg_at_k
-from worker.pipeline.retrain import TrainParams, fine_tune, same_tag_pairs
+from worker.pipeline.retrain import TrainParams, fine_tune
 from worker.pipeline.taxonomy import Taxonomy
+from worker.pipeline.training_pairs import same_tag_pairs
 
 
 def same_tag_retrieval(vectors: NDArray[np.float32], labels: list[str], k: int = 10) -> dict[str, float]:

@@ -10,7 +10,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from models import Item, ItemLabel, Tag, TagCorrection, TrainingPair
-from worker.pipeline.retrain import ScoredPair
+from worker.pipeline.training_pairs import ScoredPair
 
 RETRAIN_LOCK = 7160405  # advisory lock key: one retraining run at a time, across all workers
 

@@ -10,7 +10,9 @@ import pytest
 
 from worker.errors import ConfigurationError
 from worker.evaluation.retrain import same_tag_retrieval
-from worker.pipeline.retrain import decide, distinct_tag_order, read_scored_pairs, same_tag_pairs
+from worker.pipeline.promotion_gate import decide
+from worker.pipeline.tag_batches import distinct_tag_order
+from worker.pipeline.training_pairs import read_scored_pairs, same_tag_pairs
 from worker.retraining import split_holdout
 from worker.store.training import LabelledItem
 
