@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.exc import ProgrammingError
 
 from tests.integration.helpers import count_items, feedback, publish, wait_for
@@ -112,6 +113,48 @@ def test_a_failed_run_leaves_the_previous_clusters(engine: Engine, sample_feedba
     assert after == before
 
 
+def _roles(conn: Connection) -> set[str]:
+    return set(conn.scalars(text("SELECT rolname FROM pg_roles")))
+
+
+@pytest.fixture
+def new_roles_dropped(engine: Engine) -> Iterator[None]:
+    """Drops every role made during the test, with its grants and what it owns, and checks that none is left.
+
+    Roles belong to the server, not to the session's database or a transaction: the dashboard tests used to leave
+    theirs, with CONNECT and default privileges on the database, to every later test.
+    """
+    with engine.connect() as conn:
+        before = _roles(conn)
+    yield
+    with engine.begin() as conn:
+        made = sorted(_roles(conn) - before)
+        # A test that failed before disposing its engine is still logged in as the role, temp objects and all.
+        conn.execute(
+            text("SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE usename = ANY(:made)"),
+            {"made": made},
+        )
+        for role in made:
+            name = conn.dialect.identifier_preparer.quote(role)
+            conn.execute(text(f"DROP OWNED BY {name}"))
+            conn.execute(text(f"DROP ROLE {name}"))
+    with engine.connect() as conn:
+        assert _roles(conn) == before, "a role made by the test is still there"
+
+
+@pytest.fixture
+def secret_content_item(engine: Engine) -> Iterator[None]:
+    """A content item the dashboard must never show, deleted afterwards: later tests count items."""
+    with engine.begin() as conn:
+        item_id = conn.scalar(text("INSERT INTO items (kind, external_id, event_id, content_sha256, text, "
+                                   "occurred_at, metadata) VALUES ('content', 'secret-1', gen_random_uuid(), 'x', "
+                                   "'SECRET unreleased campaign', now(), '{}') RETURNING id"))  # fmt: skip
+    yield
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM items WHERE id = :id"), {"id": item_id})
+
+
+@pytest.mark.usefixtures("new_roles_dropped")
 def test_the_dashboard_role_reads_views_and_nothing_else(stack: ServiceUrls, engine: Engine, sample_feedback) -> None:  # type: ignore[no-untyped-def]
     with engine.begin() as conn:
         grant_dashboard(conn, "dash_test", "pw")
@@ -146,6 +189,7 @@ def test_the_dashboard_role_reads_views_and_nothing_else(stack: ServiceUrls, eng
     ],
     ids=["itself", "member-of-pg_read_all_data", "owns-a-table", "trailing-newline", "granted-a-table"],
 )  # fmt: skip
+@pytest.mark.usefixtures("new_roles_dropped")
 def test_grant_dashboard_refuses_a_role_that_can_do_more(engine: Engine, setup: str, role: str, problem: str) -> None:
     """It used to revoke an application role's own table rights, or report a superuser as read-only."""
     with engine.begin() as conn:
@@ -156,13 +200,11 @@ def test_grant_dashboard_refuses_a_role_that_can_do_more(engine: Engine, setup: 
         grant_dashboard(conn, role, None)
 
 
+@pytest.mark.usefixtures("new_roles_dropped", "secret_content_item")
 def test_the_dashboard_role_cannot_see_past_a_views_filter(stack: ServiceUrls, engine: Engine, sample_feedback) -> None:  # type: ignore[no-untyped-def]
     """A function of the reader's own, cheaper than the view's `kind = 'feedback'`, used to see content rows."""
     with engine.begin() as conn:
         grant_dashboard(conn, "dash_leak", "pw")
-        conn.execute(text("INSERT INTO items (kind, external_id, event_id, content_sha256, text, occurred_at, "
-                          "metadata) VALUES ('content', 'secret-1', gen_random_uuid(), 'x', "
-                          "'SECRET unreleased campaign', now(), '{}')"))  # fmt: skip
     dash = create_engine(engine.url.set(username="dash_leak", password="pw"))
     with dash.connect() as conn:
         conn.execute(text("SET enable_indexscan = off; SET enable_bitmapscan = off; CREATE TEMP TABLE seen (t text)"))
@@ -173,6 +215,14 @@ def test_the_dashboard_role_cannot_see_past_a_views_filter(stack: ServiceUrls, e
     dash.dispose()
     assert seen, "the function ran"
     assert not any("SECRET" in t for t in seen), "a content item's text reached the reader's function"
+
+
+def test_the_dashboard_tests_leave_no_role_or_item_behind(engine: Engine) -> None:
+    """Runs after the dashboard tests above (file order): the session's database is shared with later tests."""
+    with engine.connect() as conn:
+        roles = list(conn.scalars(text(r"SELECT rolname FROM pg_roles WHERE rolname LIKE 'dash\_%' ORDER BY 1")))
+        items = conn.scalar(text("SELECT count(*) FROM items WHERE external_id = 'secret-1'"))
+    assert (roles, items) == ([], 0)
 
 
 def test_after_a_version_change_the_themes_keep_their_ids_under_the_new_version(
