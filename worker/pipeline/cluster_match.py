@@ -40,6 +40,22 @@ def match_clusters(
             they continue by shared members only, never by centroid similarity.
     """
     k = len(new_centroids)
+    overlap, old_sizes = _count_overlap(new_labels, old_labels)
+    new_sizes = np.bincount(new_labels[new_labels >= 0], minlength=k)
+    similarity = np.full((k, len(old_ids)), -1.0)
+    if len(old_centroids) and k:
+        similarity[:, : len(old_centroids)] = new_centroids @ old_centroids.T
+    claims = _claims(overlap, new_sizes, similarity, old_ids)
+    keeps, events = _lineage(claims, overlap, old_sizes, k)
+    kept = {old for old in keeps if old is not None}
+    retired = [(old, sorted({new for (new, o) in overlap if o == old})) for old in old_ids if old not in kept]
+    return Match(keeps, events, retired)
+
+
+def _count_overlap(
+    new_labels: NDArray[np.int64], old_labels: list[int | None]
+) -> tuple[dict[tuple[int, int], int], dict[int, int]]:
+    """Items each (new cluster index, old id) shares, and each old theme's size among these items."""
     overlap: dict[tuple[int, int], int] = {}
     old_sizes: dict[int, int] = {}
     for new, old in zip(new_labels.tolist(), old_labels, strict=True):
@@ -47,18 +63,31 @@ def match_clusters(
             old_sizes[old] = old_sizes.get(old, 0) + 1
             if new >= 0:
                 overlap[(new, old)] = overlap.get((new, old), 0) + 1
-    new_sizes = np.bincount(new_labels[new_labels >= 0], minlength=k)
-    similarity = np.full((k, len(old_ids)), -1.0)
-    if len(old_centroids) and k:
-        similarity[:, : len(old_centroids)] = new_centroids @ old_centroids.T
+    return overlap, old_sizes
+
+
+def _claims(
+    overlap: dict[tuple[int, int], int],
+    new_sizes: NDArray[np.int64],
+    similarity: NDArray[np.float64],
+    old_ids: list[int],
+) -> dict[int, list[tuple[float, int]]]:
+    """For each old id, the new clusters that would continue it and how strongly (shared members, else centroids)."""
     claims: dict[int, list[tuple[float, int]]] = {}
-    for j in range(k):
+    for j in range(len(similarity)):  # similarity: (k, len(old_ids))
         candidates = [(count / max(new_sizes[j], 1), old) for (new, old), count in overlap.items() if new == j]
         best = max(candidates, default=None)
         if best is not None and best[0] >= CONTINUE_OVERLAP:
             claims.setdefault(best[1], []).append((best[0], j))
         elif len(old_ids) and similarity[j].max() >= CONTINUE_SIMILARITY:
             claims.setdefault(old_ids[int(similarity[j].argmax())], []).append((float(similarity[j].max()), j))
+    return claims
+
+
+def _lineage(
+    claims: dict[int, list[tuple[float, int]]], overlap: dict[tuple[int, int], int], old_sizes: dict[int, int], k: int
+) -> tuple[list[int | None], list[tuple[int, str, list[int]]]]:
+    """Which new cluster keeps each claimed old id (the strongest claimant; the others split off), and the events."""
     keeps: list[int | None] = [None] * k
     events: list[tuple[int, str, list[int]]] = []
     for old, claimants in claims.items():
@@ -77,6 +106,4 @@ def match_clusters(
             events.append((j, "continued", [keeps[j]]))  # type: ignore[list-item]
         elif not any(e[0] == j for e in events):
             events.append((j, "new", []))
-    kept = {old for old in keeps if old is not None}
-    retired = [(old, sorted({new for (new, o) in overlap if o == old})) for old in old_ids if old not in kept]
-    return Match(keeps, events, retired)
+    return keeps, events
