@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from worker.db import session_scope, unlock_quietly
 from worker.pipeline.embed import Embedder
-from worker.store.items import write_embeddings
+from worker.store.items import fill_embeddings
 from worker.store.model_versions import active_version_id, set_backfill
 
 log = logging.getLogger(__name__)
@@ -103,16 +103,15 @@ class BackfillService:
     def _fill_chunk(self, session: Session, state: dict[str, Any]) -> int:
         """Embed and write the next chunk, recording progress in `state` and on the row; 0 when none is left."""
         rows = session.execute(
-            text(f"SELECT i.id, i.text {_MISSING} ORDER BY i.id LIMIT :n"),
+            text(f"SELECT i.id, i.event_id, i.text {_MISSING} ORDER BY i.id LIMIT :n"),
             {"version": self.model_version_id, "n": self.chunk},
         ).all()
         if rows:
             embeddings = self.embedder.embed([r.text for r in rows])
-            write_embeddings(
-                session, model_version_id=self.model_version_id, item_ids=[r.id for r in rows],
-                vectors=embeddings.vectors, chunks_total=embeddings.chunks_total, chunks_used=embeddings.chunks_used,
+            state["done"] += fill_embeddings(
+                session, model_version_id=self.model_version_id, texts_of=[(r.id, r.event_id) for r in rows],
+                embeddings=embeddings,
             )  # fmt: skip
-            state["done"] += len(rows)
             state["total"] = max(state["total"], state["done"])
         else:
             state["finished_at"] = datetime.now(UTC).isoformat()

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import func, select, text, tuple_
@@ -14,6 +14,9 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from models import Item, ReplacedEvent, TagCorrection
+
+if TYPE_CHECKING:
+    from worker.pipeline.embed import Embeddings
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,27 @@ _UPSERT_EMBEDDINGS = text(
 )
 
 
+# The backfill's write: only for items still holding the text it embedded (an edit since changed the event
+# id), skipping items an edit has locked right now, and never over a vector a worker wrote meanwhile (that one
+# is of the current text). A skipped item still lacks its vector, so the backfill's next chunk takes it again.
+_FILL_EMBEDDINGS = text(
+    """
+    WITH unchanged AS (
+        SELECT i.id FROM items i
+        JOIN unnest(CAST(:item_ids AS bigint[]), CAST(:event_ids AS uuid[])) AS r(item_id, event_id)
+            ON i.id = r.item_id AND i.event_id = r.event_id
+        FOR SHARE OF i SKIP LOCKED
+    )
+    INSERT INTO embeddings (item_id, model_version_id, vector, chunks_total, chunks_used)
+    SELECT t.item_id, :model_version_id, t.vector, t.chunks_total, t.chunks_used
+    FROM unnest(CAST(:item_ids AS bigint[]), CAST(:vectors AS vector[]), CAST(:chunks_total AS smallint[]),
+                CAST(:chunks_used AS smallint[])) AS t(item_id, vector, chunks_total, chunks_used)
+    WHERE t.item_id IN (SELECT id FROM unchanged)
+    ON CONFLICT (item_id, model_version_id) DO NOTHING
+    """
+)
+
+
 _DROP_OTHER_VERSIONS = text(
     "DELETE FROM embeddings WHERE item_id = ANY(CAST(:item_ids AS bigint[])) AND model_version_id <> :model_version_id"
 )
@@ -142,6 +166,34 @@ def upsert_items(session: Session, rows: Sequence[ItemRow], model_version_id: in
         chunks_used=[row.chunks_used for row in kept],
     )
     return written
+
+
+def fill_embeddings(
+    session: Session,
+    *,
+    model_version_id: int,
+    texts_of: Sequence[tuple[int, uuid.UUID]],
+    embeddings: Embeddings,
+) -> int:
+    """The backfill's write of vectors for (item id, event id) pairs as read; returns how many were written.
+
+    An item edited since it was read (another event id), being edited now, or given a vector by a worker
+    meanwhile is left alone: a vector of its old text would otherwise replace or outlive the new one.
+    """
+    if not texts_of:
+        return 0
+    result = session.connection().execute(
+        _FILL_EMBEDDINGS,
+        {
+            "model_version_id": model_version_id,
+            "item_ids": [item_id for item_id, _ in texts_of],
+            "event_ids": [event_id for _, event_id in texts_of],
+            "vectors": vector_literals(embeddings.vectors),
+            "chunks_total": list(embeddings.chunks_total),
+            "chunks_used": list(embeddings.chunks_used),
+        },
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 def item_ids_by_ref(session: Session, refs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:

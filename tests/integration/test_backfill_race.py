@@ -1,0 +1,105 @@
+"""The backfill against an edit that lands while it embeds a chunk, in a database of its own."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytest
+from sqlalchemy import Engine, text
+
+from tests.integration.helpers import scratch_database
+from worker.backfill import BackfillService
+from worker.db import get_engine, session_scope
+from worker.pipeline.embed import Embeddings
+from worker.services import ServiceUrls
+from worker.store.model_versions import activate, register_model_version
+
+pytestmark = pytest.mark.integration
+
+DIMS = 8
+
+
+class TextHashEmbedder:
+    """A vector per text (so a stale vector shows); runs `meanwhile` once, after reading, before writing."""
+
+    version_name = "hash@backfill"
+    dims = DIMS
+
+    def __init__(self, meanwhile: Callable[[], None]) -> None:
+        self.meanwhile: Callable[[], None] | None = meanwhile
+
+    @staticmethod
+    def vector(body: str) -> np.ndarray:
+        raw = np.frombuffer(hashlib.sha256(body.encode()).digest()[: DIMS * 4], dtype=np.uint32).astype(np.float32)
+        return raw / np.linalg.norm(raw)
+
+    def embed(self, texts: list[str]) -> Embeddings:
+        vectors = np.stack([self.vector(t) for t in texts])
+        if self.meanwhile is not None:
+            hook, self.meanwhile = self.meanwhile, None
+            hook()
+        return Embeddings(vectors, [1] * len(texts), [1] * len(texts))
+
+
+@pytest.fixture
+def engine(stack: ServiceUrls) -> Iterator[Engine]:
+    for url in scratch_database(stack.database_url, prefix="backfillrace"):
+        yield get_engine(url)
+
+
+def store_item(engine: Engine, body: str, version_id: int) -> int:
+    with engine.begin() as conn:
+        item_id = int(conn.scalar(
+            text("""INSERT INTO items (kind, external_id, event_id, text, content_sha256, occurred_at, metadata)
+                    VALUES ('feedback', :x, :e, :t, :h, now(), '{}') RETURNING id"""),
+            {"x": body, "e": uuid.uuid4(), "t": body, "h": hashlib.sha256(body.encode()).hexdigest()},
+        ))  # fmt: skip
+        write_vector(conn, item_id, version_id, body)
+    return item_id
+
+
+def write_vector(conn, item_id: int, version_id: int, body: str) -> None:  # type: ignore[no-untyped-def]
+    conn.execute(
+        text("""INSERT INTO embeddings (item_id, model_version_id, vector, chunks_total, chunks_used)
+                VALUES (:i, :v, :vec, 1, 1)"""),
+        {"i": item_id, "v": version_id, "vec": str(TextHashEmbedder.vector(body).tolist())},
+    )
+
+
+def vector_of(engine: Engine, item_id: int, version_id: int) -> np.ndarray | None:
+    with engine.connect() as conn:
+        found = conn.scalar(
+            text("SELECT vector FROM embeddings WHERE item_id = :i AND model_version_id = :v"),
+            {"i": item_id, "v": version_id},
+        )
+    return None if found is None else np.asarray(found.to_list(), dtype=np.float32)
+
+
+def test_an_edit_while_the_backfill_embeds_does_not_leave_a_vector_of_the_old_text(engine: Engine) -> None:
+    """The backfill wrote the vector of the text it had read over the item's new text: stale for good, since
+    the backfill only fills in missing vectors."""
+    with engine.begin() as conn:
+        old = register_model_version(conn, name="old@backfill", base_model="fake", path=None, dims=DIMS)
+        new = register_model_version(conn, name="new@backfill", base_model="fake", path=None, dims=DIMS)
+    item = store_item(engine, "The invoice PDF is blank", old)
+    with session_scope(engine) as session:
+        activate(session, new)
+        session.commit()
+
+    def edit_by_a_worker_still_on_the_old_version() -> None:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE items SET text = :t, event_id = :e WHERE id = :i"),
+                         {"t": "The invoice PDF is blank on Safari only", "e": uuid.uuid4(), "i": item})  # fmt: skip
+            conn.execute(text("DELETE FROM embeddings WHERE item_id = :i"), {"i": item})
+            write_vector(conn, item, old, "The invoice PDF is blank on Safari only")
+
+    embedder = TextHashEmbedder(edit_by_a_worker_still_on_the_old_version)
+    summary = BackfillService(engine=engine, embedder=embedder, model_version_id=new, chunk=10).run()  # type: ignore[arg-type]
+
+    assert summary.status == "done", summary
+    stored = vector_of(engine, item, new)
+    assert stored is not None, "the next chunk embeds the new text"
+    np.testing.assert_allclose(stored, TextHashEmbedder.vector("The invoice PDF is blank on Safari only"), atol=1e-6)
