@@ -31,6 +31,19 @@ def save_model(model: Any, root: Path, name: str) -> Path:
     return final
 
 
+def remove_model_dir(path: Path) -> None:
+    """Delete a version's directory that no row points at; a failure is only logged (it costs disk, not data)."""
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        log.warning("could not remove model directory %s, which no model version points at; delete it by hand: %s",
+                    path, exc)  # fmt: skip
+        return
+    log.info("removed model directory %s: no model version points at it", path)
+
+
 def verify_model_dir(path: str | Path, *, dims: int | None = None) -> int:
     """The vector size of the model in `path`; ModelLoadError naming what is wrong unless it loads and encodes."""
     directory = Path(path)

@@ -4,7 +4,8 @@ Every candidate gets a `model_versions` row before training starts (status `trai
 leaves a trace; the next run, holding the lock, marks such rows failed. The active version keeps serving
 throughout: promotion is one transaction, and workers switch at their next batch boundary. A candidate is promoted
 only over the version it was trained from and gated against: after a rollback or promotion meanwhile, it is kept
-as rejected.
+as rejected. A rejected candidate keeps its directory (it can still be promoted by hand); one that ends failed after
+its model was saved loses it, since no row points at it.
 """
 
 from __future__ import annotations
@@ -14,15 +15,17 @@ import time
 import zlib
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from worker.db import session_scope, unlock_quietly
 from worker.evaluation.retrain import score_model
 from worker.evaluation.tagging import Labelled
-from worker.model_store import save_model, verify_model_dir
+from worker.model_store import remove_model_dir, save_model, verify_model_dir
 from worker.pipeline.embed import ModelEmbedder, pick_device
 from worker.pipeline.promotion_gate import GateDecision, decide
 from worker.pipeline.retrain import TrainParams, fine_tune
@@ -40,6 +43,7 @@ from worker.store.model_versions import (
     last_training_at,
     lock_versions,
     start_candidate,
+    version_path,
 )
 from worker.store.tags import current_taxonomy
 from worker.store.training import (
@@ -214,8 +218,6 @@ class RetrainService:
             output_dir=scratch, show_progress=show_progress,
         )  # fmt: skip
         after = metrics(candidate.name)
-        path = save_model(model, self.settings.model_store, candidate.name)
-        verify_model_dir(path, dims=candidate.parent.dims)
         gate = self.settings.training
         decision = decide(
             before, after, min_gain=gate.min_gain, max_ndcg_drop=gate.max_ndcg_drop, min_ndcg_gain=gate.min_ndcg_gain,
@@ -223,12 +225,43 @@ class RetrainService:
         )  # fmt: skip
         summary_metrics = {"before": before, "after": after, "train_seconds": result.seconds, "steps": result.steps,
                            "device": result.device}  # fmt: skip
+        path = save_model(model, self.settings.model_store, candidate.name)
+        try:
+            summary = self._record(candidate, decision, summary_metrics, path)
+        except Exception:  # `_run` marks the row failed, without a path
+            self._remove_unless_recorded(candidate.version_id, path)
+            raise
+        if summary.status == "failed":  # another run marked the row failed: no row will ever point at `path`
+            remove_model_dir(path)
+        return summary
+
+    def _record(
+        self, candidate: Candidate, decision: GateDecision, metrics: dict[str, Any], path: Path
+    ) -> RetrainSummary:
+        """Check the saved directory, then record the verdict and promote on it (see `_conclude`)."""
+        verify_model_dir(path, dims=candidate.parent.dims)
         if decision.promote:  # before the switch's transaction, where building it would hold back ingest
             build_hnsw_index(self.engine, candidate.version_id, candidate.parent.dims)
         with session_scope(self.engine) as session:
-            summary = _conclude(session, candidate, decision, summary_metrics, str(path))
+            summary = _conclude(session, candidate, decision, metrics, str(path))
             session.commit()
         return summary
+
+    def _remove_unless_recorded(self, version_id: int, path: Path) -> None:
+        """Delete a saved candidate's directory unless its row points at it; keep it when the row cannot be read.
+
+        A commit can fail after the server applied it, so the row may record the directory even though recording
+        it raised; only the row says whether anything will ever use the directory.
+        """
+        try:
+            with session_scope(self.engine) as session:
+                recorded = version_path(session, version_id)
+        except SQLAlchemyError as exc:
+            log.warning("kept model directory %s: could not read the row of candidate %d (%s)", path, version_id,
+                        str(exc).splitlines()[0][:200])  # fmt: skip
+            return
+        if recorded != str(path):
+            remove_model_dir(path)
 
 
 def _conclude(

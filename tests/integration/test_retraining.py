@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, event, func, select, text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from models import Item, ItemLabel, ModelVersion, Tag, TagCorrection
 from tests.integration.conftest import WORKER_ENV
@@ -330,7 +332,12 @@ def test_a_rollback_during_training_is_not_undone_by_the_promotion(
     assert active_id(engine) == stock, "the operator's rollback stands"
 
 
-def test_a_run_another_run_marked_failed_promotes_nothing(
+def model_dirs(settings: Settings) -> list[str]:
+    """The version directories in the model store (the scratch and half-written ones start with a dot)."""
+    return sorted(p.name for p in settings.model_store.iterdir() if not p.name.startswith("."))
+
+
+def test_a_run_another_run_marked_failed_promotes_nothing_and_keeps_no_directory(
     own_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     engine = get_engine(own_db)
@@ -349,7 +356,58 @@ def test_a_run_another_run_marked_failed_promotes_nothing(
     candidate = versions(engine)[-1]
     assert candidate.status == "failed" and "interrupted" in (candidate.reason or "")
     assert candidate.path is None and candidate.metrics == {}, "the other run's verdict stands"
+    assert model_dirs(settings) == [], "no row points at the saved model, so it is removed"
     assert active_id(engine) == stock
+
+
+def test_a_run_that_fails_after_saving_its_model_keeps_no_directory(
+    own_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = get_engine(own_db)
+    stock = stock_version(engine)
+    label_items(engine)
+    settings = settings_for(tmp_path, min_gain=-100)
+
+    def saved_but_broken(path: Path, **_: Any) -> int:
+        assert model_dirs(settings) == [path.name]
+        raise ModelLoadError(f"model directory {path} has no .safetensors weights")
+
+    monkeypatch.setattr(retraining, "verify_model_dir", saved_but_broken)
+    summary = RetrainService(engine=engine, settings=settings).run(force=True)
+    assert summary.status == "failed" and "has no .safetensors weights" in summary.reason, summary
+    candidate = versions(engine)[-1]
+    assert candidate.status == "failed" and candidate.path is None
+    assert model_dirs(settings) == []
+    assert active_id(engine) == stock
+
+
+def test_a_promotion_whose_commit_raised_after_it_applied_keeps_its_directory(
+    own_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = get_engine(own_db)
+    stock_version(engine)
+    label_items(engine)
+    settings = settings_for(tmp_path, min_gain=-100)
+    promoting: list[int] = []
+    real_activate = retraining.activate
+
+    def activate_and_note(session: Session, version_id: int) -> None:
+        real_activate(session, version_id)
+        promoting.append(version_id)
+
+    def connection_lost_after_commit(session: Session) -> None:
+        if promoting and promoting.pop():
+            raise OperationalError("COMMIT", None, ConnectionError("server closed the connection unexpectedly"))
+
+    monkeypatch.setattr(retraining, "activate", activate_and_note)
+    event.listen(Session, "after_commit", connection_lost_after_commit)
+    try:
+        RetrainService(engine=engine, settings=settings).run(force=True)
+    finally:
+        event.remove(Session, "after_commit", connection_lost_after_commit)
+    candidate = versions(engine)[-1]
+    assert candidate.status == "active" and active_id(engine) == candidate.id
+    assert model_dirs(settings) == [candidate.name], "the active version's directory stays"
 
 
 def test_a_lost_lock_connection_does_not_hide_the_promotion(

@@ -162,6 +162,11 @@ def start_candidate(
     return row.id
 
 
+def version_path(session: Session, version_id: int) -> str | None:
+    """The model directory a version's row records (None without a row or a directory)."""
+    return session.scalar(select(ModelVersion.path).where(ModelVersion.id == version_id))
+
+
 def finish_candidate(
     session: Session, version_id: int, *, status: str, seconds: float, metrics: dict[str, Any] | None = None,
     path: str | None = None, reason: str | None = None,
