@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import math
 import os
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 from celery import Celery, signals
 
 from worker.broker import TRANSPORT
-from worker.processes import is_prefork, most_processes, threads_per_process, usable_cores
+from worker.processes import STACKS_SIGNAL, is_prefork, most_processes, threads_per_process, usable_cores
 from worker.services import resolve
 from worker.settings import Settings, get_settings
 
@@ -78,14 +79,26 @@ def create_app(settings: Settings | None = None) -> Celery:
 app = create_app()
 
 
+def _dump_stacks_on_signal() -> None:
+    """`kill -USR2` writes every thread's stack to stderr (the worker's log): what a stuck process is waiting
+    on, without stopping it. Celery uses SIGUSR1 for the main process only; this covers the pool too."""
+    faulthandler.register(STACKS_SIGNAL, all_threads=True, chain=False)
+
+
 @signals.worker_process_init.connect
 def _prepare_pool_process(**_: object) -> None:
     """A forked child drops the parent's database sockets and starts loading its own model copy."""
     from worker.db import dispose_all
     from worker.runtime import preload_in_background
 
+    _dump_stacks_on_signal()
     dispose_all()
     preload_in_background()
+
+
+@signals.worker_init.connect
+def _stacks_of_the_main_process(**_: object) -> None:
+    _dump_stacks_on_signal()
 
 
 @signals.worker_init.connect

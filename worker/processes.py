@@ -10,6 +10,9 @@ from pathlib import Path
 
 from worker.services import ServiceUrls
 
+# Makes a worker process write every thread's stack to its log (registered in worker.celery_app).
+STACKS_SIGNAL = signal.SIGUSR2
+
 
 def usable_cores() -> int:
     """CPUs this process may run on (respects container limits set through affinity)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import signal
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from worker import embedded
 from worker.chaos.stack import ChaosStack
+from worker.processes import STACKS_SIGNAL
 
 
 def kill_worker(process: subprocess.Popen[bytes]) -> None:
@@ -20,12 +22,19 @@ def kill_worker(process: subprocess.Popen[bytes]) -> None:
 
 
 def terminate_worker(process: subprocess.Popen[bytes], *, grace_s: float) -> float | None:
-    """SIGTERM (a deploy): seconds until the worker exited, or None if it outlived the grace (then SIGKILL)."""
+    """SIGTERM (a deploy): seconds until the worker exited, or None if it outlived the grace.
+
+    A worker that outlives it is asked for its threads' stacks (into its log, see `worker.celery_app`)
+    before the SIGKILL, so the log says what it was waiting on.
+    """
     started = time.monotonic()
     process.send_signal(signal.SIGTERM)
     try:
         process.wait(grace_s)
     except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, STACKS_SIGNAL)
+            time.sleep(1.0)
         kill_worker(process)
         return None
     return round(time.monotonic() - started, 2)
