@@ -52,6 +52,7 @@ from worker.store.training import (
     labelled_items,
     labels_since,
     scored_pairs,
+    transaction_time,
     try_retrain_lock,
 )
 
@@ -147,6 +148,7 @@ class RetrainService:
             active = active_version(session)
             new_labels = labels_since(session, last_training_at(session))
             items, vocabulary, taxonomy = labelled_items(session), scored_pairs(session), current_taxonomy(session)
+            read_time = transaction_time(session)  # before the reads: later labels count toward the next run
             session.commit()
         if active is None or not active.path:
             return RetrainSummary("skipped", "no active model version with a directory yet; start a worker first")
@@ -169,7 +171,9 @@ class RetrainService:
                 "pairs": len(pairs), "vocabulary_pairs": len(vocabulary), "new_labels": new_labels}  # fmt: skip
         name = f"{active.base_model.rsplit('/', 1)[-1]}-ft-{datetime.now(UTC):%Y%m%d-%H%M%S}"
         with session_scope(self.engine) as session:
-            version_id = start_candidate(session, name=name, parent=active, params=asdict(params), data=data)
+            version_id = start_candidate(
+                session, name=name, parent=active, params=asdict(params), data=data, read_at=read_time
+            )
             session.commit()
         started = time.perf_counter()
         try:

@@ -72,16 +72,17 @@ def stock_version(engine: Engine) -> int:
         )  # fmt: skip
 
 
-def label_items(engine: Engine, per_topic: int = 6, *, decided_at: datetime | None = None) -> None:
+def label_items(engine: Engine, per_topic: int = 6, *, decided_at: datetime | None = None, first: int = 0) -> None:
     """Feedback items with one human-confirmed topic tag each, written the way a correction leaves them.
 
     `decided_at` is the producer's clock (the event's `corrected_at`); the server stamps `applied_at` itself.
+    `first` numbers the items, so that a second call adds new ones.
     """
     decided_at = decided_at or datetime.now(UTC)
     with session_scope(engine) as session:
         tags = dict(session.execute(select(Tag.name, Tag.id)).tuples().all())
         for topic, phrases in TOPICS.items():
-            for i in range(per_topic):
+            for i in range(first, first + per_topic):
                 body = f"{phrases[i % len(phrases)]} (ticket {i})"
                 digest = hashlib.sha256(body.encode()).hexdigest()
                 item = Item(kind="feedback", external_id=f"{topic}-{i}", event_id=uuid.uuid4(), text=body,
@@ -430,6 +431,27 @@ def test_labels_before_a_failed_run_still_count_toward_the_next(own_db: str, tmp
     add_run(engine, stock, "failed")  # killed before it trained on anything
     summary = RetrainService(engine=engine, settings=settings_for(tmp_path, min_new_labels=50)).run()
     assert summary.status == "skipped" and "6 new human labels" in summary.reason, summary
+
+
+def test_labels_applied_after_a_run_read_its_own_count_toward_the_next(
+    own_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = get_engine(own_db)
+    stock_version(engine)
+    label_items(engine)
+    real_start = retraining.start_candidate
+
+    def labels_arrive_then_start(session: Session, **row: Any) -> int:
+        label_items(engine, per_topic=1, first=100)  # after the run read the labelled items, before its row
+        return real_start(session, **row)
+
+    monkeypatch.setattr(retraining, "start_candidate", labels_arrive_then_start)
+    settings = settings_for(tmp_path, min_gain=-100, min_new_labels=50)
+    first = RetrainService(engine=engine, settings=settings).run(force=True)
+    assert first.status == "promoted" and versions(engine)[-1].data["labelled_items"] == 18, first
+    monkeypatch.undo()
+    summary = RetrainService(engine=engine, settings=settings).run()
+    assert summary.status == "skipped" and "3 new human labels" in summary.reason, summary
 
 
 def test_new_labels_count_by_when_the_server_applied_them(own_db: str, tmp_path: Path) -> None:

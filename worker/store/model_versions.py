@@ -150,12 +150,17 @@ def list_versions(session: Session) -> list[ModelVersion]:
 
 
 def start_candidate(
-    session: Session, *, name: str, parent: VersionInfo, params: dict[str, Any], data: dict[str, Any]
-) -> int:
-    """Record a version being trained (status `training`), before any work, so a crash leaves a trace."""
+    session: Session, *, name: str, parent: VersionInfo, params: dict[str, Any], data: dict[str, Any],
+    read_at: datetime,
+) -> int:  # fmt: skip
+    """Record a version being trained (status `training`), before any work, so a crash leaves a trace.
+
+    `read_at` is when the run read its labels (the server's time of that transaction), stored as `created_at`:
+    `last_training_at` returns it, so labels applied after the read count toward the next run.
+    """
     row = ModelVersion(
         name=name, base_model=parent.base_model, path=None, dims=parent.dims, status="training", parent_id=parent.id,
-        params=params, data=data, metrics={},
+        params=params, data=data, metrics={}, created_at=read_at,
     )  # fmt: skip
     session.add(row)
     session.flush()
@@ -199,7 +204,7 @@ def fail_interrupted(session: Session) -> int:
 
 
 def last_training_at(session: Session) -> datetime | None:
-    """When the last retraining run that did not fail started (promoted, rejected, or still training).
+    """When the last retraining run that did not fail read its labels (promoted, rejected, or still training).
 
     A failed run (killed, or crashed) trained nothing, so the labels before it still count toward the next.
     """

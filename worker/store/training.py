@@ -37,6 +37,15 @@ def labelled_items(session: Session) -> list[LabelledItem]:
     return [LabelledItem(int(r.id), r.text, sorted(r.tags)) for r in rows]
 
 
+def transaction_time(session: Session) -> datetime:
+    """The server's `now()` in the caller's transaction: when it began, so before any of its reads.
+
+    `labels_since` of this time counts every label applied by a transaction that began later, whether or not
+    the reads saw it; a correction whose transaction was already open then is stamped earlier and not counted.
+    """
+    return session.execute(select(func.now())).scalar_one()
+
+
 def labels_since(session: Session, since: datetime | None) -> int:
     """Human decisions applied after `since`, a server timestamp (all of them when None).
 
