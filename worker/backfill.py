@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from worker.db import session_scope, unlock_quietly
 from worker.pipeline.embed import Embedder
 from worker.store.items import fill_embeddings
-from worker.store.model_versions import active_version_id, set_backfill
+from worker.store.model_versions import active_version_id, build_hnsw_index, set_backfill
 
 log = logging.getLogger(__name__)
 
@@ -72,32 +72,38 @@ class BackfillService:
                 return BackfillSummary("skipped")
             lock.commit()
             try:
-                status, embedded, total = self._fill(progress)
+                status, embedded = self._fill(progress)
             finally:
                 unlock_quietly(lock, BACKFILL_LOCK, "backfill")
         seconds = round(time.perf_counter() - started, 1)
         if embedded:
             log.info("backfill of model version %d: %d items in %.1fs", self.model_version_id, embedded, seconds)
-        return BackfillSummary(status, embedded, max(total - embedded, 0), seconds)
+        remaining = 0 if status == "done" else missing_count(self.engine, self.model_version_id)
+        return BackfillSummary(status, embedded, remaining, seconds)
 
-    def _fill(self, progress: Callable[[int, int], None]) -> tuple[str, int, int]:
-        """Chunk after chunk until no item lacks a vector, or this version stops being the active one."""
+    def _fill(self, progress: Callable[[int, int], None]) -> tuple[str, int]:
+        """Chunk after chunk until no item lacks a vector, or this version stops being the active one.
+
+        Returns the status and the vectors written.
+        """
         if self._superseded():
-            return "superseded", 0, 0
+            return "superseded", 0
+        # After a switch whose own build of the index failed (see `activate`); a no-op when it exists.
+        build_hnsw_index(self.engine, self.model_version_id, self.embedder.dims)
         total = missing_count(self.engine, self.model_version_id)
         if total == 0:
-            return "done", 0, 0
+            return "done", 0
         state: dict[str, Any] = {"total": total, "done": 0, "started_at": datetime.now(UTC).isoformat()}
         while True:
             # Checked per chunk: a backfill takes long, and one for a retired version would hold the lock the
             # active version's backfill needs while writing vectors nothing reads.
             if self._superseded():
-                return "superseded", state["done"], state["total"]
+                return "superseded", state["done"]
             with session_scope(self.engine) as session:
                 filled = self._fill_chunk(session, state)
                 session.commit()
             if not filled:
-                return "done", state["done"], state["total"]
+                return "done", state["done"]
             progress(state["done"], state["total"])
 
     def _fill_chunk(self, session: Session, state: dict[str, Any]) -> int:

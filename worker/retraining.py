@@ -15,11 +15,9 @@ import time
 import zlib
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from worker.db import session_scope, unlock_quietly
@@ -43,7 +41,6 @@ from worker.store.model_versions import (
     last_training_at,
     lock_versions,
     start_candidate,
-    version_path,
 )
 from worker.store.tags import current_taxonomy
 from worker.store.training import (
@@ -231,41 +228,20 @@ class RetrainService:
                            "device": result.device}  # fmt: skip
         path = save_model(model, self.settings.model_store, candidate.name)
         try:
-            summary = self._record(candidate, decision, summary_metrics, path)
-        except Exception:  # `_run` marks the row failed, without a path
-            self._remove_unless_recorded(candidate.version_id, path)
-            raise
-        if summary.status == "failed":  # another run marked the row failed: no row will ever point at `path`
+            verify_model_dir(path, dims=candidate.parent.dims)
+        except Exception:  # `_run` marks the row failed, without a path: nothing will ever use the directory
             remove_model_dir(path)
-        return summary
-
-    def _record(
-        self, candidate: Candidate, decision: GateDecision, metrics: dict[str, Any], path: Path
-    ) -> RetrainSummary:
-        """Check the saved directory, then record the verdict and promote on it (see `_conclude`)."""
-        verify_model_dir(path, dims=candidate.parent.dims)
+            raise
+        # A failure from here on keeps the directory: a commit that raised may still have been applied, and
+        # then the row (perhaps the active version) points at it.
         if decision.promote:  # before the switch's transaction, where building it would hold back ingest
             build_hnsw_index(self.engine, candidate.version_id, candidate.parent.dims)
         with session_scope(self.engine) as session:
-            summary = _conclude(session, candidate, decision, metrics, str(path))
+            summary = _conclude(session, candidate, decision, summary_metrics, str(path))
             session.commit()
-        return summary
-
-    def _remove_unless_recorded(self, version_id: int, path: Path) -> None:
-        """Delete a saved candidate's directory unless its row points at it; keep it when the row cannot be read.
-
-        A commit can fail after the server applied it, so the row may record the directory even though recording
-        it raised; only the row says whether anything will ever use the directory.
-        """
-        try:
-            with session_scope(self.engine) as session:
-                recorded = version_path(session, version_id)
-        except SQLAlchemyError as exc:
-            log.warning("kept model directory %s: could not read the row of candidate %d (%s)", path, version_id,
-                        str(exc).splitlines()[0][:200])  # fmt: skip
-            return
-        if recorded != str(path):
+        if summary.status == "failed":  # another run marked the row failed: no row will ever point at `path`
             remove_model_dir(path)
+        return summary
 
 
 def _conclude(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -103,3 +104,36 @@ def test_an_edit_while_the_backfill_embeds_does_not_leave_a_vector_of_the_old_te
     stored = vector_of(engine, item, new)
     assert stored is not None, "the next chunk embeds the new text"
     np.testing.assert_allclose(stored, TextHashEmbedder.vector("The invoice PDF is blank on Safari only"), atol=1e-6)
+
+
+def test_an_item_locked_by_an_edit_in_progress_is_waited_for_not_embedded_over_and_over(engine: Engine) -> None:
+    """With SKIP LOCKED the backfill re-read and re-embedded the locked item's chunk in a hot loop."""
+    with engine.begin() as conn:
+        old = register_model_version(conn, name="old@locked", base_model="fake", path=None, dims=DIMS)
+        new = register_model_version(conn, name="new@locked", base_model="fake", path=None, dims=DIMS)
+    item = store_item(engine, "Unsubscribe link is broken", old)
+    with session_scope(engine) as session:
+        activate(session, new)
+        session.commit()
+    edit = engine.connect()
+    edit.execute(text("SELECT 1 FROM items WHERE id = :i FOR UPDATE"), {"i": item})  # a correction in progress
+    embedder = TextHashEmbedder(lambda: None)
+    calls = 0
+    real_embed = embedder.embed
+
+    def counting(texts: list[str]) -> Embeddings:
+        nonlocal calls
+        calls += 1
+        return real_embed(texts)
+
+    embedder.embed = counting  # type: ignore[method-assign]
+    timer = threading.Timer(1.5, edit.commit)
+    timer.start()
+    try:
+        summary = BackfillService(engine=engine, embedder=embedder, model_version_id=new, chunk=10).run()  # type: ignore[arg-type]
+    finally:
+        timer.join()
+        edit.close()
+
+    assert summary.status == "done" and summary.embedded == 1, summary
+    assert calls == 1, f"the chunk was embedded {calls} times while the item was locked"

@@ -14,11 +14,11 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import OperationalError
 
 from tests.integration.helpers import scratch_database, wait_for
-from worker.db import get_engine
+from worker.db import get_engine, session_scope
 from worker.pipeline.embed import resolve_model_path
 from worker.processes import service_env
 from worker.services import ServiceUrls
-from worker.store.model_versions import hnsw_index_name, register_model_version
+from worker.store.model_versions import activate, build_hnsw_index, hnsw_index_name, register_model_version
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -52,19 +52,24 @@ def switch_waits_on_a_lock(engine: Engine) -> bool:
         return bool(conn.scalar(text(query)))
 
 
-def test_a_promotion_lets_ingest_write_while_it_builds_the_index(own_db: str, stack: ServiceUrls) -> None:
-    """The new version's HNSW index was built inside the switch's transaction: its lock queued every later
-    write to `embeddings` behind the slowest batch in flight, and held them until the scan finished."""
+@pytest.mark.parametrize("by", ["version id", "model directory"])
+def test_a_promotion_lets_ingest_write_while_it_builds_the_index(by: str, own_db: str, stack: ServiceUrls) -> None:
+    """The new version's HNSW index was built inside the switch's transaction (or, for a directory, inside
+    its registration): its lock queued every later write to `embeddings` behind the slowest batch in flight,
+    and held them until the scan finished."""
     engine = get_engine(own_db)
     path = resolve_model_path("all-MiniLM-L6-v2")
     with engine.begin() as conn:
         stock = register_model_version(conn, name="stock@switch", base_model="stock", path=path, dims=DIMS)
-        target = register_model_version(conn, name="target@switch", base_model="stock", path=path, dims=DIMS)
-        conn.execute(text(f"DROP INDEX {hnsw_index_name(target)}"))  # as a fresh candidate has none
+        if by == "version id":
+            target = str(register_model_version(conn, name="target@switch", base_model="stock", path=path, dims=DIMS))
+            conn.execute(text(f"DROP INDEX {hnsw_index_name(int(target))}"))  # as a fresh candidate has none
+        else:
+            target = path
     in_flight = engine.connect()
     write_vector(in_flight, stock)  # a batch that has written and not committed yet
     promote = subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", "model", "promote", str(target)],
+        [sys.executable, "-m", "worker.cli", "model", "promote", target],
         env=service_env(ServiceUrls(own_db, stack.broker_url)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True,
     )  # fmt: skip
@@ -85,6 +90,42 @@ def test_a_promotion_lets_ingest_write_while_it_builds_the_index(own_db: str, st
         _, err = promote.communicate(timeout=120)
     assert promote.returncode == 0, err
     with engine.connect() as conn:
+        active = conn.scalar(text("SELECT id FROM model_versions WHERE status = 'active'"))
+        assert active != stock
+        assert index_valid(engine, active) is True
+
+
+def index_valid(engine: Engine, version_id: int) -> bool | None:
+    with engine.connect() as conn:
         query = "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = :n"
-        assert conn.scalar(text(query), {"n": hnsw_index_name(target)}) is True
-        assert conn.scalar(text("SELECT status FROM model_versions WHERE id = :v"), {"v": target}) == "active"
+        return conn.scalar(text(query), {"n": hnsw_index_name(version_id)})  # type: ignore[no-any-return]
+
+
+def test_a_switch_over_a_failed_index_build_holds_back_no_reader_and_the_next_build_replaces_it(own_db: str) -> None:
+    """The switch replaced a failed build's invalid index itself: DROP INDEX locked out readers and writers of
+    `embeddings` until the switch committed, and waited for the very transactions that failed the build."""
+    engine = get_engine(own_db)
+    with engine.begin() as conn:
+        stock = register_model_version(conn, name="stock@failed", base_model="stock", path=None, dims=DIMS)
+        target = register_model_version(conn, name="target@failed", base_model="stock", path=None, dims=DIMS)
+        write_vector(conn, stock)
+        conn.execute(  # what a concurrent build that ran into its lock timeout leaves behind
+            text("UPDATE pg_index SET indisvalid = false WHERE indexrelid = CAST(:n AS regclass)"),
+            {"n": hnsw_index_name(target)},
+        )
+    reader = engine.connect()
+    reader.execute(text("SELECT count(*) FROM embeddings"))  # a dashboard query still running
+    try:
+        with session_scope(engine) as session:
+            session.execute(text("SET LOCAL lock_timeout = '3s'"))
+            activate(session, target)
+            session.commit()
+    finally:
+        reader.rollback()
+        reader.close()
+    assert index_valid(engine, target) is False, "the switch leaves the index to build_hnsw_index"
+
+    assert build_hnsw_index(engine, target, DIMS) is True
+    assert index_valid(engine, target) is True
+    with engine.connect() as conn:
+        assert conn.scalar(text("SHOW lock_timeout")) == "0", "the pooled connection keeps no lock timeout"

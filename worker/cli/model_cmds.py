@@ -87,7 +87,9 @@ def _register_directory(engine: Any, directory: Path) -> str:
     dims = verify_model_dir(directory)
     name = version_name_for(str(directory), str(directory))
     with engine.begin() as connection:
-        register_model_version(connection, name=name, base_model=str(directory), path=str(directory), dims=dims)
+        # No index here: `_switch_to` builds it CONCURRENTLY, without holding back ingest.
+        register_model_version(connection, name=name, base_model=str(directory), path=str(directory), dims=dims,
+                               index=False)  # fmt: skip
     return name
 
 

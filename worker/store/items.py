@@ -99,16 +99,18 @@ _UPSERT_EMBEDDINGS = text(
 )
 
 
-# The backfill's write: only for items still holding the text it embedded (an edit since changed the event
-# id), skipping items an edit has locked right now, and never over a vector a worker wrote meanwhile (that one
-# is of the current text). A skipped item still lacks its vector, so the backfill's next chunk takes it again.
+# The backfill's write: only for items still holding the text it embedded, and never over a vector a worker
+# wrote meanwhile (that one is of the current text). FOR SHARE waits for an edit in progress and then checks
+# the event id again (READ COMMITTED re-reads the locked row), so an item edited meanwhile is left without a
+# vector, and the backfill's next chunk embeds its new text. Locks are taken in id order.
 _FILL_EMBEDDINGS = text(
     """
     WITH unchanged AS (
         SELECT i.id FROM items i
         JOIN unnest(CAST(:item_ids AS bigint[]), CAST(:event_ids AS uuid[])) AS r(item_id, event_id)
             ON i.id = r.item_id AND i.event_id = r.event_id
-        FOR SHARE OF i SKIP LOCKED
+        ORDER BY i.id
+        FOR SHARE OF i
     )
     INSERT INTO embeddings (item_id, model_version_id, vector, chunks_total, chunks_used)
     SELECT t.item_id, :model_version_id, t.vector, t.chunks_total, t.chunks_used
@@ -177,8 +179,8 @@ def fill_embeddings(
 ) -> int:
     """The backfill's write of vectors for (item id, event id) pairs as read; returns how many were written.
 
-    An item edited since it was read (another event id), being edited now, or given a vector by a worker
-    meanwhile is left alone: a vector of its old text would otherwise replace or outlive the new one.
+    An item edited since it was read (another event id; an edit in progress is waited for), or given a vector
+    by a worker meanwhile, is left alone: a vector of its old text would otherwise replace or outlive the new one.
     """
     if not texts_of:
         return 0

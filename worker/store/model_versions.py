@@ -25,12 +25,15 @@ def hnsw_index_name(model_version_id: int) -> str:
     return f"ix_embeddings_hnsw_v{model_version_id}"
 
 
-def register_model_version(connection: Connection, *, name: str, base_model: str, path: str | None, dims: int) -> int:
+def register_model_version(
+    connection: Connection, *, name: str, base_model: str, path: str | None, dims: int, index: bool = True
+) -> int:
     """The id of the named version, registering it (active if no version is) and its HNSW index when new.
 
     The `embeddings.vector` column has no fixed dimension, so each version's index casts to its own dimension
     and covers only its rows: `((vector::vector(dims)) vector_cosine_ops) WHERE model_version_id = id`.
-    Searches must use the same cast and filter to hit it.
+    Searches must use the same cast and filter to hit it. With `index=False` the caller builds the index after
+    committing, with `build_hnsw_index` (in the transaction, the build's scan holds back writes to `embeddings`).
     """
     connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _REGISTER_LOCK})
     has_active = connection.scalar(select(ModelVersion.id).where(ModelVersion.status == "active").limit(1))
@@ -49,7 +52,8 @@ def register_model_version(connection: Connection, *, name: str, base_model: str
         .on_conflict_do_nothing(index_elements=["name"])
     )
     version_id = int(connection.scalar(select(ModelVersion.id).where(ModelVersion.name == name)))  # type: ignore[arg-type]
-    ensure_hnsw_index(connection, version_id, dims)
+    if index:
+        connection.execute(text(_index_sql(version_id, dims)))
     return version_id
 
 
@@ -62,44 +66,45 @@ def _index_sql(version_id: int, dims: int, *, concurrently: bool = False) -> str
     )
 
 
-def _index_valid(connection: Connection | Session, version_id: int) -> bool | None:
-    """None if the index does not exist; False if a concurrent build of it failed half-way."""
-    query = "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = :name"
-    return connection.scalar(text(query), {"name": hnsw_index_name(int(version_id))})  # type: ignore[no-any-return]
-
-
-def ensure_hnsw_index(connection: Connection | Session, version_id: int, dims: int) -> None:
-    """Create the version's index in the caller's transaction unless a valid one exists.
-
-    Building it takes a lock that holds back every write to `embeddings` until the transaction ends, so a
-    switch of versions builds it first with `build_hnsw_index`, and this only checks.
-    """
-    valid = _index_valid(connection, version_id)
-    if valid:
-        return
-    if valid is False:
-        connection.execute(text(f"DROP INDEX {hnsw_index_name(int(version_id))}"))
-    connection.execute(text(_index_sql(version_id, dims)))
+def _index_state(connection: Connection, version_id: int) -> str:
+    """`valid`, `missing`, `building` (another session's concurrent build runs) or `failed` (one stopped half-way)."""
+    row = connection.execute(
+        text("""SELECT i.indisvalid, EXISTS (SELECT 1 FROM pg_stat_progress_create_index p
+                                             WHERE p.index_relid = i.indexrelid) AS building
+                FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                WHERE c.relname = :name AND c.relnamespace = current_schema()::regnamespace"""),
+        {"name": hnsw_index_name(int(version_id))},
+    ).first()
+    if row is None:
+        return "missing"
+    return "valid" if row.indisvalid else "building" if row.building else "failed"
 
 
 def build_hnsw_index(engine: Engine, version_id: int, dims: int, *, lock_timeout_s: float = 600) -> bool:
     """Build the version's index CONCURRENTLY, outside any transaction, so that ingest writes on meanwhile.
 
-    Returns False (logged) when the build could not finish, for instance because a transaction stayed open
-    past `lock_timeout_s`; `ensure_hnsw_index` then builds it in the switch's transaction, as before.
+    Cheap when the index exists. A build that failed half-way left an invalid index: it is dropped and built
+    again. Returns False (logged) when the build could not finish, for instance because a transaction stayed
+    open past `lock_timeout_s` (each wait of the build is bounded by it) or another session is building it;
+    searches of the version then scan exactly until the next call (the backfill makes one) builds it.
     """
+    name = hnsw_index_name(int(version_id))
     try:
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            state = _index_state(connection, version_id)
+            if state in ("valid", "building"):
+                return state == "valid"
             connection.execute(text("SELECT set_config('lock_timeout', :t, false)"), {"t": f"{int(lock_timeout_s)}s"})
-            valid = _index_valid(connection, version_id)
-            if valid is False:
-                connection.execute(text(f"DROP INDEX CONCURRENTLY {hnsw_index_name(int(version_id))}"))
-            if not valid:
+            try:
+                if state == "failed":
+                    connection.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {name}"))
                 connection.execute(text(_index_sql(version_id, dims, concurrently=True)))
+            finally:  # the connection goes back to the pool: ingest must not inherit the timeout
+                connection.execute(text("RESET lock_timeout"))
             return True
     except SQLAlchemyError as exc:
-        log.warning("could not build the index of model version %d concurrently; the switch builds it: %s",
-                    version_id, str(exc).splitlines()[0][:200])  # fmt: skip
+        log.warning("could not build index %s of model version %d: %s", name, version_id,
+                    str(exc).splitlines()[0][:200])  # fmt: skip
         return False
 
 
@@ -167,11 +172,6 @@ def start_candidate(
     return row.id
 
 
-def version_path(session: Session, version_id: int) -> str | None:
-    """The model directory a version's row records (None without a row or a directory)."""
-    return session.scalar(select(ModelVersion.path).where(ModelVersion.id == version_id))
-
-
 def finish_candidate(
     session: Session, version_id: int, *, status: str, seconds: float, metrics: dict[str, Any] | None = None,
     path: str | None = None, reason: str | None = None,
@@ -225,16 +225,18 @@ def lock_versions(session: Session) -> None:
 
 
 def activate(session: Session, version_id: int) -> None:
-    """Make one version active and retire the one that was, in the caller's transaction."""
+    """Make one version active and retire the one that was, in the caller's transaction.
+
+    It never builds the version's index: that would hold back every write (and, to replace a failed build,
+    every read) of `embeddings` until the switch commits. Callers run `build_hnsw_index` first.
+    """
     lock_versions(session)
     session.execute(update(ModelVersion).where(ModelVersion.status == "active").values(status="retired"))
-    activated = session.execute(
+    session.execute(
         update(ModelVersion)
         .where(ModelVersion.id == version_id)
         .values(status="active", activated_at=func.now(), backfill={})
-        .returning(ModelVersion.dims)
-    ).scalar_one()
-    ensure_hnsw_index(session, version_id, activated)
+    )
 
 
 def previous_active(session: Session) -> VersionInfo | None:
