@@ -70,6 +70,18 @@ def write_vector(conn, item_id: int, version_id: int, body: str) -> None:  # typ
     )
 
 
+def promoted_with_one_item(engine: Engine, body: str) -> tuple[int, int, int]:
+    """An item embedded under the old version, just after the new one became active: (old, new, item id)."""
+    with engine.begin() as conn:
+        old = register_model_version(conn, name="old@backfill", base_model="fake", path=None, dims=DIMS)
+        new = register_model_version(conn, name="new@backfill", base_model="fake", path=None, dims=DIMS)
+    item = store_item(engine, body, old)
+    with session_scope(engine) as session:
+        activate(session, new)
+        session.commit()
+    return old, new, item
+
+
 def vector_of(engine: Engine, item_id: int, version_id: int) -> np.ndarray | None:
     with engine.connect() as conn:
         found = conn.scalar(
@@ -82,13 +94,7 @@ def vector_of(engine: Engine, item_id: int, version_id: int) -> np.ndarray | Non
 def test_an_edit_while_the_backfill_embeds_does_not_leave_a_vector_of_the_old_text(engine: Engine) -> None:
     """The backfill wrote the vector of the text it had read over the item's new text: stale for good, since
     the backfill only fills in missing vectors."""
-    with engine.begin() as conn:
-        old = register_model_version(conn, name="old@backfill", base_model="fake", path=None, dims=DIMS)
-        new = register_model_version(conn, name="new@backfill", base_model="fake", path=None, dims=DIMS)
-    item = store_item(engine, "The invoice PDF is blank", old)
-    with session_scope(engine) as session:
-        activate(session, new)
-        session.commit()
+    old, new, item = promoted_with_one_item(engine, "The invoice PDF is blank")
 
     def edit_by_a_worker_still_on_the_old_version() -> None:
         with engine.begin() as conn:
@@ -108,13 +114,7 @@ def test_an_edit_while_the_backfill_embeds_does_not_leave_a_vector_of_the_old_te
 
 def test_an_item_locked_by_an_edit_in_progress_is_waited_for_not_embedded_over_and_over(engine: Engine) -> None:
     """With SKIP LOCKED the backfill re-read and re-embedded the locked item's chunk in a hot loop."""
-    with engine.begin() as conn:
-        old = register_model_version(conn, name="old@locked", base_model="fake", path=None, dims=DIMS)
-        new = register_model_version(conn, name="new@locked", base_model="fake", path=None, dims=DIMS)
-    item = store_item(engine, "Unsubscribe link is broken", old)
-    with session_scope(engine) as session:
-        activate(session, new)
-        session.commit()
+    _, new, item = promoted_with_one_item(engine, "Unsubscribe link is broken")
     edit = engine.connect()
     edit.execute(text("SELECT 1 FROM items WHERE id = :i FOR UPDATE"), {"i": item})  # a correction in progress
     embedder = TextHashEmbedder(lambda: None)
