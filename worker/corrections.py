@@ -12,13 +12,15 @@ from worker.store.items import item_ids_by_ref
 
 
 def apply_corrections(session: Session, accepted: list[Accepted]) -> tuple[int, list[Rejection]]:
-    """Apply each correction in order of `corrected_at`; ones naming unknown items or tags become rejections.
+    """Apply each correction in order of `corrected_at` (then event id); ones naming unknown items or tags become
+    rejections.
 
     Returns:
         How many were applied, and the rejections.
     """
     events = sorted(
-        ((a, a.event) for a in accepted if isinstance(a.event, TagCorrected)), key=lambda pair: pair[1].corrected_at
+        ((a, a.event) for a in accepted if isinstance(a.event, TagCorrected)),
+        key=lambda pair: (pair[1].corrected_at, pair[1].event_id),
     )
     ids = item_ids_by_ref(session, [(e.item.kind, e.item.external_id) for _, e in events])
     infos = tag_infos(session) if events else {}

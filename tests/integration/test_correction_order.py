@@ -45,3 +45,30 @@ def test_an_older_correction_arriving_after_a_newer_one_does_not_undo_it(stack: 
         human = set(conn.scalars(text(query), {"c": item["content_id"]}))
     assert labels == {"email": False, "paid_search": True}
     assert human == {"paid_search"}
+
+
+@pytest.mark.parametrize("first", ["lower event id", "greater event id"])
+def test_two_corrections_at_the_same_moment_end_the_same_in_either_order(
+    first: str, stack: ServiceUrls, engine: Engine
+) -> None:
+    """A tie on `corrected_at` went to whichever arrived last."""
+    seed_taxonomy(stack.database_url, DEFAULT_TAXONOMY)
+    with engine.begin() as conn:
+        version = register_model_version(conn, name="fake-corrections@1", base_model="fake", path=None, dims=DIMS)
+    run = service(engine, version, FakeEmbedder()).run
+    item = content("Webinar invite: attribution for B2B")
+    assert run(messages([item])).stored == 1
+    same_time = "2026-03-05T00:00:00+00:00"
+    low, high = sorted(
+        [correction(item["content_id"], same_time, added=["email"]),
+         correction(item["content_id"], same_time, removed=["email"])],
+        key=lambda c: uuid.UUID(str(c["event_id"])),
+    )  # fmt: skip
+    for event in (low, high) if first == "lower event id" else (high, low):
+        assert run(messages([event])).corrections == 1
+
+    with engine.connect() as conn:
+        query = """SELECT l.present FROM item_labels l JOIN tags t ON t.id = l.tag_id
+                   JOIN items i ON i.id = l.item_id WHERE i.external_id = :c AND t.name = 'email'"""
+        present = conn.scalar(text(query), {"c": item["content_id"]})
+    assert present is ("added" in high), "the correction with the greater event id decides"

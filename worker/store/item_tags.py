@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, select, text
+from sqlalchemy import and_, delete, or_, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -84,12 +84,18 @@ def tag_infos(session: Session) -> dict[str, tuple[int, TagInfo]]:
     return {r.name: (r.id, TagInfo(r.facet, r.multi_label)) for r in rows}
 
 
-def decided_after(session: Session, item_id: int, moment: datetime) -> set[str]:
-    """Tags of the item a person decided on after `moment`."""
+def decided_after(session: Session, item_id: int, moment: datetime, event_id: uuid.UUID) -> set[str]:
+    """Tags of the item a person decided on after the correction (`moment`, `event_id`).
+
+    Of two decisions at the same moment, the one from the correction with the greater event id is the later,
+    the rule items follow too: so the outcome does not depend on which arrived first.
+    """
+    later = or_(ItemLabel.decided_at > moment, and_(ItemLabel.decided_at == moment, TagCorrection.event_id > event_id))
     rows = session.scalars(
         select(Tag.name)
         .join(ItemLabel, ItemLabel.tag_id == Tag.id)
-        .where(ItemLabel.item_id == item_id, ItemLabel.decided_at > moment)
+        .join(TagCorrection, TagCorrection.id == ItemLabel.correction_id)
+        .where(ItemLabel.item_id == item_id, later)
     )
     return set(rows)
 
@@ -126,7 +132,7 @@ def apply_correction(
         added=added,
         removed=removed,
         tags={n: i for n, (_, i) in infos.items()},
-        decided=decided_after(session, item_id, corrected_at),
+        decided=decided_after(session, item_id, corrected_at, event_id),
     )
     correction_id = session.scalar(
         insert(TagCorrection)
