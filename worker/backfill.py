@@ -9,6 +9,7 @@ until no item lacks a vector for the active version.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from worker.db import session_scope, unlock_quietly
@@ -26,6 +28,7 @@ from worker.store.model_versions import active_version_id, build_hnsw_index, set
 log = logging.getLogger(__name__)
 
 BACKFILL_LOCK = 7160406  # advisory lock key: one backfill at a time
+_LOCK_CONFLICTS = {"40P01", "55P03"}  # deadlock detected, lock not available
 
 _MISSING = """
     FROM items i WHERE NOT EXISTS (
@@ -99,12 +102,32 @@ class BackfillService:
             # active version's backfill needs while writing vectors nothing reads.
             if self._superseded():
                 return "superseded", state["done"]
-            with session_scope(self.engine) as session:
-                filled = self._fill_chunk(session, state)
-                session.commit()
+            filled = self._fill_chunk_retrying(state)
             if not filled:
                 return "done", state["done"]
             progress(state["done"], state["total"])
+
+    def _fill_chunk_retrying(self, state: dict[str, Any], attempts: int = 5) -> int:
+        """One chunk in its own transaction, again after a deadlock with an ingest batch or a correction.
+
+        The chunk waits for item locks (see `fill_embeddings`), and a batch locks its items in its own order, so
+        the two can deadlock; PostgreSQL then cancels one of them. A retry reads and embeds the chunk again.
+        """
+        for attempt in range(1, attempts + 1):
+            before = dict(state)
+            try:
+                with session_scope(self.engine) as session:
+                    filled = self._fill_chunk(session, state)
+                    session.commit()
+                return filled
+            except OperationalError as exc:
+                state.clear()
+                state.update(before)  # the transaction's progress was rolled back with it
+                if getattr(exc.orig, "pgcode", None) not in _LOCK_CONFLICTS or attempt == attempts:
+                    raise
+                log.warning("backfill chunk hit a lock conflict (attempt %d/%d); retrying", attempt, attempts)
+                time.sleep(random.uniform(0.05, 0.25) * attempt)
+        raise AssertionError("unreachable")
 
     def _fill_chunk(self, session: Session, state: dict[str, Any]) -> int:
         """Embed and write the next chunk, recording progress in `state` and on the row; 0 when none is left."""

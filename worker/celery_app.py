@@ -5,6 +5,7 @@ from __future__ import annotations
 import faulthandler
 import math
 import os
+import sys
 from typing import Any
 
 from celery import Celery, signals
@@ -79,26 +80,24 @@ def create_app(settings: Settings | None = None) -> Celery:
 app = create_app()
 
 
-def _dump_stacks_on_signal() -> None:
-    """`kill -USR2` writes every thread's stack to stderr (the worker's log): what a stuck process is waiting
-    on, without stopping it. Celery uses SIGUSR1 for the main process only; this covers the pool too."""
-    faulthandler.register(STACKS_SIGNAL, all_threads=True, chain=False)
-
-
 @signals.worker_process_init.connect
 def _prepare_pool_process(**_: object) -> None:
     """A forked child drops the parent's database sockets and starts loading its own model copy."""
     from worker.db import dispose_all
     from worker.runtime import preload_in_background
 
-    _dump_stacks_on_signal()
     dispose_all()
     preload_in_background()
 
 
 @signals.worker_init.connect
-def _stacks_of_the_main_process(**_: object) -> None:
-    _dump_stacks_on_signal()
+def _dump_stacks_on_signal(**_: object) -> None:
+    """`kill -USR2 PID` writes every thread's stack to the worker's log: what a stuck process waits on, without
+    stopping it. Registered in the main process before the pool forks, so pool processes inherit it. It writes
+    to the real stderr: by the time the pool forks, Celery has replaced `sys.stderr` with a logger proxy that
+    has no file descriptor (registering in a pool process raised, and skipped the rest of its set-up)."""
+    if sys.__stderr__ is not None:
+        faulthandler.register(STACKS_SIGNAL, file=sys.__stderr__, all_threads=True, chain=False)
 
 
 @signals.worker_init.connect

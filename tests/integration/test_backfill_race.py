@@ -10,8 +10,10 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pytest
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
 
 from tests.integration.helpers import scratch_database
+from worker import backfill
 from worker.backfill import BackfillService
 from worker.db import get_engine, session_scope
 from worker.pipeline.embed import Embeddings
@@ -137,3 +139,31 @@ def test_an_item_locked_by_an_edit_in_progress_is_waited_for_not_embedded_over_a
 
     assert summary.status == "done" and summary.embedded == 1, summary
     assert calls == 1, f"the chunk was embedded {calls} times while the item was locked"
+
+
+class Deadlock(Exception):
+    pgcode = "40P01"
+
+
+def test_a_chunk_cancelled_by_a_deadlock_is_retried_and_counted_once(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Waiting for item locks can deadlock with an ingest batch; the backfill task used to fail on it."""
+    _, new, item = promoted_with_one_item(engine, "Checkout button overlaps the footer")
+    real_fill = backfill.fill_embeddings
+    attempts = []
+
+    def deadlocked_once(*args, **kwargs):  # type: ignore[no-untyped-def]
+        attempts.append(1)
+        written = real_fill(*args, **kwargs)
+        if len(attempts) == 1:
+            raise OperationalError("INSERT INTO embeddings ...", {}, Deadlock("deadlock detected"))
+        return written
+
+    monkeypatch.setattr(backfill, "fill_embeddings", deadlocked_once)
+    summary = BackfillService(engine=engine, embedder=TextHashEmbedder(lambda: None), model_version_id=new,
+                              chunk=10).run()  # type: ignore[arg-type]  # fmt: skip
+
+    assert (summary.status, summary.embedded, summary.remaining) == ("done", 1, 0), summary
+    assert len(attempts) == 2
+    assert vector_of(engine, item, new) is not None

@@ -129,3 +129,22 @@ def test_a_switch_over_a_failed_index_build_holds_back_no_reader_and_the_next_bu
     assert index_valid(engine, target) is True
     with engine.connect() as conn:
         assert conn.scalar(text("SHOW lock_timeout")) == "0", "the pooled connection keeps no lock timeout"
+
+
+def test_registering_a_known_version_again_waits_for_no_batch(own_db: str) -> None:
+    """Every worker start registers its version; CREATE INDEX IF NOT EXISTS took its lock before finding the
+    index, so a start queued behind any batch in flight, and every later batch behind the start."""
+    engine = get_engine(own_db)
+    with engine.begin() as conn:
+        version = register_model_version(conn, name="known@switch", base_model="stock", path=None, dims=DIMS)
+    in_flight = engine.connect()
+    write_vector(in_flight, version)
+    try:
+        with engine.connect() as starting:
+            starting.execute(text("SET LOCAL lock_timeout = '2s'"))
+            again = register_model_version(starting, name="known@switch", base_model="stock", path=None, dims=DIMS)
+            starting.commit()
+    finally:
+        in_flight.rollback()
+        in_flight.close()
+    assert again == version

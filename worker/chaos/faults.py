@@ -10,6 +10,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import psutil
+
 from worker import embedded
 from worker.chaos.stack import ChaosStack
 from worker.processes import STACKS_SIGNAL
@@ -21,23 +23,37 @@ def kill_worker(process: subprocess.Popen[bytes]) -> None:
     process.wait()
 
 
-def terminate_worker(process: subprocess.Popen[bytes], *, grace_s: float) -> float | None:
+def terminate_worker(process: subprocess.Popen[bytes], *, grace_s: float, log: Path | None = None) -> float | None:
     """SIGTERM (a deploy): seconds until the worker exited, or None if it outlived the grace.
 
-    A worker that outlives it is asked for its threads' stacks (into its log, see `worker.celery_app`)
-    before the SIGKILL, so the log says what it was waiting on.
+    A worker that outlives it is asked for its threads' stacks (into `log`, see `dump_stacks`) before the
+    SIGKILL, so the log says what it was waiting on.
     """
     started = time.monotonic()
     process.send_signal(signal.SIGTERM)
     try:
         process.wait(grace_s)
     except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, STACKS_SIGNAL)
-            time.sleep(1.0)
+        dump_stacks(process, log)
         kill_worker(process)
         return None
     return round(time.monotonic() - started, 2)
+
+
+def dump_stacks(process: subprocess.Popen[bytes], log: Path | None) -> None:
+    """Ask the worker's processes, the main one first and one at a time (so their dumps do not interleave), to
+    write every thread's stack to the worker's log, each under a line naming its pid."""
+    try:
+        pids = [process.pid] + [child.pid for child in psutil.Process(process.pid).children(recursive=True)]
+    except psutil.Error:
+        pids = [process.pid]
+    for pid in pids:
+        if log is not None:
+            with log.open("a") as out:
+                out.write(f"\n== stacks of pid {pid} ({'main' if pid == process.pid else 'pool'} process) ==\n")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, STACKS_SIGNAL)
+            time.sleep(0.5)
 
 
 def restart_redis(stack: ChaosStack, *, down_s: float = 1.0) -> None:

@@ -65,6 +65,7 @@ class ChaosStack:
     producer: Celery
     concurrency: int = 0
     logs: list[Path] = field(default_factory=list)
+    log_of: dict[int, Path] = field(default_factory=dict)  # worker pid -> its log
     worker: subprocess.Popen[bytes] | None = None
     warmups: int = 0
 
@@ -97,10 +98,12 @@ class ChaosStack:
         """Start a worker process (with the poison hook, see `poison.py`); its log is kept for `batch_receipts`."""
         log = self.data_dir / f"{name}-{len(self.logs)}.log"
         self.logs.append(log)
-        return start_worker(
+        process = start_worker(
             urls or self.urls, concurrency=self.concurrency, queues=queues, logfile=log,
             extra_env=self.worker_env(**env), name=f"{name}-{len(self.logs)}@%h",
         )  # fmt: skip
+        self.log_of[process.pid] = log
+        return process
 
     def ensure_worker(self, *, timeout_s: float = 240) -> subprocess.Popen[bytes]:
         """The current worker, started (and waited for until it stores an event) if there is none alive."""

@@ -73,10 +73,14 @@ def sigterm(stack: ChaosStack, params: ChaosParams, report: Progress) -> FaultRe
     watch, ledger = _started(stack, "sigterm", params.side_events, report)
     wait_stored(stack, ledger, params.side_events // 3)
     worker = stack.ensure_worker()
-    log = stack.logs[-1]
-    exit_s = terminate_worker(worker, grace_s=params.grace_s)
-    # Where it hung, for the report: the end of its log holds the stacks terminate_worker asked for.
-    hung = {} if exit_s is not None else {"log_tail": log.read_text(errors="replace").splitlines()[-80:]}
+    log = stack.log_of[worker.pid]
+    mark = log.stat().st_size
+    exit_s = terminate_worker(worker, grace_s=params.grace_s, log=log)
+    # Where it hung, for the report: what it logged after the SIGTERM, with the stacks terminate_worker asked for.
+    with log.open("rb") as handle:
+        handle.seek(mark)
+        after = handle.read().decode(errors="replace").splitlines()
+    hung = {} if exit_s is not None else {"log_after_sigterm": after[-400:]}
     stack.replace_worker()
     return watch.settle(
         ledger, timeout_s=params.settle_s, exited_within_grace=exit_s is not None, exit_seconds=exit_s,

@@ -52,7 +52,9 @@ def register_model_version(
         .on_conflict_do_nothing(index_elements=["name"])
     )
     version_id = int(connection.scalar(select(ModelVersion.id).where(ModelVersion.name == name)))  # type: ignore[arg-type]
-    if index:
+    # Only when missing: even with IF NOT EXISTS, CREATE INDEX takes its lock on `embeddings` first, and every
+    # worker start registers its version.
+    if index and _index_state(connection, version_id) == "missing":
         connection.execute(text(_index_sql(version_id, dims)))
     return version_id
 
@@ -72,7 +74,7 @@ def _index_state(connection: Connection, version_id: int) -> str:
         text("""SELECT i.indisvalid, EXISTS (SELECT 1 FROM pg_stat_progress_create_index p
                                              WHERE p.index_relid = i.indexrelid) AS building
                 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-                WHERE c.relname = :name AND c.relnamespace = current_schema()::regnamespace"""),
+                WHERE c.relname = :name AND i.indrelid = 'embeddings'::regclass"""),
         {"name": hnsw_index_name(int(version_id))},
     ).first()
     if row is None:
@@ -100,12 +102,19 @@ def build_hnsw_index(engine: Engine, version_id: int, dims: int, *, lock_timeout
                     connection.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {name}"))
                 connection.execute(text(_index_sql(version_id, dims, concurrently=True)))
             finally:  # the connection goes back to the pool: ingest must not inherit the timeout
-                connection.execute(text("RESET lock_timeout"))
+                _reset_lock_timeout(connection)
             return True
     except SQLAlchemyError as exc:
         log.warning("could not build index %s of model version %d: %s", name, version_id,
                     str(exc).splitlines()[0][:200])  # fmt: skip
         return False
+
+
+def _reset_lock_timeout(connection: Connection) -> None:
+    try:
+        connection.execute(text("RESET lock_timeout"))
+    except SQLAlchemyError:  # a broken connection: the pool discards it, and the build's own error is reported
+        connection.invalidate()
 
 
 @dataclass(frozen=True)
