@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +21,8 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from worker.db import session_scope, unlock_quietly
+from worker.errors import ModelLoadError
+from worker.pipeline.batch import embed_each_on_failure
 from worker.pipeline.embed import Embedder
 from worker.store.items import fill_embeddings
 from worker.store.model_versions import active_version_id, build_hnsw_index, set_backfill
@@ -30,9 +32,11 @@ log = logging.getLogger(__name__)
 BACKFILL_LOCK = 7160406  # advisory lock key: one backfill at a time
 _LOCK_CONFLICTS = {"40P01", "55P03"}  # deadlock detected, lock not available
 
+# Items without a vector under the version, less those the model failed on in this backfill (`:failed`).
 _MISSING = """
     FROM items i WHERE NOT EXISTS (
         SELECT 1 FROM embeddings e WHERE e.item_id = i.id AND e.model_version_id = :version)
+        AND i.id <> ALL(CAST(:failed AS bigint[]))
 """
 
 
@@ -43,15 +47,17 @@ class BackfillSummary:
     status: str
     embedded: int = 0
     remaining: int = 0
+    failed: int = 0  # items the model raised on: they stay without a vector under this version
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def missing_count(engine: Engine, version_id: int) -> int:
+def missing_count(engine: Engine, version_id: int, failed: Sequence[int] = ()) -> int:
     with engine.connect() as connection:
-        return int(connection.scalar(text(f"SELECT count(*) {_MISSING}"), {"version": version_id}) or 0)
+        query = text(f"SELECT count(*) {_MISSING}")
+        return int(connection.scalar(query, {"version": version_id, "failed": list(failed)}) or 0)
 
 
 class BackfillService:
@@ -75,36 +81,36 @@ class BackfillService:
                 return BackfillSummary("skipped")
             lock.commit()
             try:
-                status, embedded = self._fill(progress)
+                status, embedded, failed = self._fill(progress)
             finally:
                 unlock_quietly(lock, BACKFILL_LOCK, "backfill")
         seconds = round(time.perf_counter() - started, 1)
         if embedded:
             log.info("backfill of model version %d: %d items in %.1fs", self.model_version_id, embedded, seconds)
-        remaining = 0 if status == "done" else missing_count(self.engine, self.model_version_id)
-        return BackfillSummary(status, embedded, remaining, seconds)
+        remaining = 0 if status == "done" else missing_count(self.engine, self.model_version_id, failed)
+        return BackfillSummary(status, embedded, remaining, len(failed), seconds)
 
-    def _fill(self, progress: Callable[[int, int], None]) -> tuple[str, int]:
+    def _fill(self, progress: Callable[[int, int], None]) -> tuple[str, int, list[int]]:
         """Chunk after chunk until no item lacks a vector, or this version stops being the active one.
 
-        Returns the status and the vectors written.
+        Returns the status, the vectors written, and the items the model failed on.
         """
         if self._superseded():
-            return "superseded", 0
+            return "superseded", 0, []
         # After a switch whose own build of the index failed (see `activate`); a no-op when it exists.
         build_hnsw_index(self.engine, self.model_version_id, self.embedder.dims)
         total = missing_count(self.engine, self.model_version_id)
         if total == 0:
-            return "done", 0
-        state: dict[str, Any] = {"total": total, "done": 0, "started_at": datetime.now(UTC).isoformat()}
+            return "done", 0, []
+        state: dict[str, Any] = {"total": total, "done": 0, "failed": [], "started_at": datetime.now(UTC).isoformat()}
         while True:
             # Checked per chunk: a backfill takes long, and one for a retired version would hold the lock the
             # active version's backfill needs while writing vectors nothing reads.
             if self._superseded():
-                return "superseded", state["done"]
+                return "superseded", state["done"], state["failed"]
             filled = self._fill_chunk_retrying(state)
             if not filled:
-                return "done", state["done"]
+                return "done", state["done"], state["failed"]
             progress(state["done"], state["total"])
 
     def _fill_chunk_retrying(self, state: dict[str, Any], attempts: int = 5) -> int:
@@ -114,7 +120,7 @@ class BackfillService:
         the two can deadlock; PostgreSQL then cancels one of them. A retry reads and embeds the chunk again.
         """
         for attempt in range(1, attempts + 1):
-            before = dict(state)
+            before = {**state, "failed": list(state["failed"])}
             try:
                 with session_scope(self.engine) as session:
                     filled = self._fill_chunk(session, state)
@@ -130,16 +136,29 @@ class BackfillService:
         raise AssertionError("unreachable")
 
     def _fill_chunk(self, session: Session, state: dict[str, Any]) -> int:
-        """Embed and write the next chunk, recording progress in `state` and on the row; 0 when none is left."""
+        """Embed and write the next chunk, recording progress in `state` and on the row; 0 when none is left.
+
+        A text the model raises on is embedded alone, so it fails alone: it is logged, kept out of the later
+        chunks and left without a vector. A chunk in which every text fails is a model problem, and raises.
+        """
         rows = session.execute(
             text(f"SELECT i.id, i.event_id, i.text {_MISSING} ORDER BY i.id LIMIT :n"),
-            {"version": self.model_version_id, "n": self.chunk},
+            {"version": self.model_version_id, "failed": state.get("failed", []), "n": self.chunk},
         ).all()
         if rows:
-            embeddings = self.embedder.embed([r.text for r in rows])
+            kept, embeddings, errors = embed_each_on_failure(self.embedder, [r.text for r in rows])
+            if embeddings is None:
+                raise ModelLoadError(f"model version {self.model_version_id} failed on every text of a chunk: "
+                                     f"{next(iter(errors.values()))}")  # fmt: skip
+            if errors:
+                failed = [rows[i].id for i in errors]
+                first_error = next(iter(errors.values()))[:200]
+                log.error("backfill of model version %d: the model failed on items %s (%s); they stay without "
+                          "a vector under it", self.model_version_id, failed, first_error)  # fmt: skip
+                state["failed"].extend(failed)
             state["done"] += fill_embeddings(
-                session, model_version_id=self.model_version_id, texts_of=[(r.id, r.event_id) for r in rows],
-                embeddings=embeddings,
+                session, model_version_id=self.model_version_id, embeddings=embeddings,
+                texts_of=[(rows[i].id, rows[i].event_id) for i in kept],
             )  # fmt: skip
             state["total"] = max(state["total"], state["done"])
         else:

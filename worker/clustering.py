@@ -32,6 +32,7 @@ from worker.store.clusters import (
     start_run,
     try_lock,
 )
+from worker.store.model_versions import backfill_finished
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +87,11 @@ class ClusteringService:
             waiting = members_awaiting_vectors(
                 session, model_version_id=self.model_version_id, window_days=self.settings.window_days
             )
-            if waiting:
+            # Once the backfill has finished, what is still missing is what the model failed on (logged by the
+            # backfill): waiting for it would stop clustering for good.
+            if waiting and not backfill_finished(session, self.model_version_id):
                 why = (f"{waiting} feedback items of earlier themes have no vector under this model version yet "
-                       "(its backfill is running); the backfill re-clusters when it is done")  # fmt: skip
+                       "(its backfill has not finished); the backfill re-clusters when it is done")  # fmt: skip
                 return self._skip(session, run_id, started, 0, why)
             feedback = load_feedback(
                 session, model_version_id=self.model_version_id, window_days=self.settings.window_days

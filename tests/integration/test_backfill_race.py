@@ -167,3 +167,33 @@ def test_a_chunk_cancelled_by_a_deadlock_is_retried_and_counted_once(
     assert (summary.status, summary.embedded, summary.remaining) == ("done", 1, 0), summary
     assert len(attempts) == 2
     assert vector_of(engine, item, new) is not None
+
+
+class PoisonOnce(TextHashEmbedder):
+    def embed(self, texts: list[str]) -> Embeddings:
+        if any("POISON" in t for t in texts):
+            raise RuntimeError("model choked on a poison text")
+        return super().embed(texts)
+
+
+def test_a_text_the_new_model_fails_on_fails_alone_and_the_backfill_finishes(engine: Engine) -> None:
+    """One such text failed the whole chunk on every run: the backfill never finished, and clustering waits
+    for a finished backfill."""
+    _, new, first = promoted_with_one_item(engine, "Promo code field rejects lowercase")
+    poison = store_item(engine, "POISON for the new model", first_version(engine))
+    last = store_item(engine, "Delivery estimate was wrong", first_version(engine))
+
+    summary = BackfillService(engine=engine, embedder=PoisonOnce(lambda: None), model_version_id=new,
+                              chunk=10).run()  # type: ignore[arg-type]  # fmt: skip
+
+    assert (summary.status, summary.embedded, summary.failed, summary.remaining) == ("done", 2, 1, 0), summary
+    assert vector_of(engine, first, new) is not None and vector_of(engine, last, new) is not None
+    assert vector_of(engine, poison, new) is None
+    with engine.connect() as conn:
+        progress = conn.scalar(text("SELECT backfill FROM model_versions WHERE id = :v"), {"v": new})
+    assert progress["failed"] == [poison] and "finished_at" in progress
+
+
+def first_version(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.scalar(text("SELECT min(id) FROM model_versions")))

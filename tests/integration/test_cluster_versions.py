@@ -12,10 +12,10 @@ from sqlalchemy import Engine, text
 
 from tests.integration.helpers import scratch_database
 from worker.clustering import ClusteringService
-from worker.db import get_engine
+from worker.db import get_engine, session_scope
 from worker.services import ServiceUrls
 from worker.settings import ClusteringSettings
-from worker.store.model_versions import register_model_version
+from worker.store.model_versions import register_model_version, set_backfill
 
 pytestmark = pytest.mark.integration
 
@@ -88,3 +88,20 @@ def test_a_run_during_the_backfill_waits_so_the_themes_keep_their_ids(engine: En
 
     assert after.status == "succeeded", after
     assert live_themes(engine) == dict.fromkeys(themes, new), "every theme continues under the new version"
+
+
+def test_after_a_finished_backfill_items_the_model_failed_on_do_not_stop_clustering(engine: Engine) -> None:
+    with engine.begin() as conn:
+        old = register_model_version(conn, name="old@failed", base_model="fake", path=None, dims=DIMS)
+        new = register_model_version(conn, name="new@failed", base_model="fake", path=None, dims=DIMS)
+    items = store_feedback(engine, old)
+    settings = ClusteringSettings(min_cluster_size=6, min_items=10)
+    assert ClusteringService(engine=engine, model_version_id=old, settings=settings).run().status == "succeeded"
+    backfill(engine, items[1:], source=old, target=new)  # the model failed on the first item
+    with session_scope(engine) as session:
+        set_backfill(session, new, {"total": len(items), "done": len(items) - 1, "failed": items[:1],
+                                    "finished_at": "2026-11-27T00:00:00+00:00"})  # fmt: skip
+        session.commit()
+
+    assert ClusteringService(engine=engine, model_version_id=new, settings=settings).run().status == "succeeded"
+    assert set(live_themes(engine).values()) == {new}

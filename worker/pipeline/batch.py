@@ -133,34 +133,45 @@ class EmbedOutcome:
     failures: list[Rejection]
 
 
-def embed_isolating_failures(embedder: Embedder, accepted: list[Accepted]) -> EmbedOutcome:
-    """Embed the batch; if the model raises, embed one by one so a poison text fails alone."""
-    texts = [a.event.text for a in accepted]  # type: ignore[union-attr]
+def embed_each_on_failure(embedder: Embedder, texts: list[str]) -> tuple[list[int], Embeddings | None, dict[int, str]]:
+    """Embed the texts; if the model raises, embed them one by one so a poison text fails alone.
+
+    Returns:
+        The indices that embedded (in order), their embeddings, and index -> error for those that did not.
+    """
     if not texts:
-        return EmbedOutcome([], None, [])
+        return [], None, {}
     try:
-        return EmbedOutcome(accepted, embedder.embed(texts), [])
+        return list(range(len(texts))), embedder.embed(texts), {}
     except Exception:
         pass
-    good: list[Accepted] = []
-    failures: list[Rejection] = []
+    kept: list[int] = []
     parts: list[Embeddings] = []
-    for one in accepted:
+    errors: dict[int, str] = {}
+    for i, one in enumerate(texts):
         try:
-            parts.append(embedder.embed([one.event.text]))  # type: ignore[union-attr]
-            good.append(one)
+            parts.append(embedder.embed([one]))
+            kept.append(i)
         except Exception as exc:
-            failures.append(
-                Rejection(
-                    one.message_id,
-                    f"embedding failed: {type(exc).__name__}: {exc}"[:2000],
-                    raw_text(one.event.model_dump(mode="json")),
-                    status="failed",
-                    event_id=one.event.event_id,
-                    kind=one.event.kind,
-                )
-            )
-    return EmbedOutcome(good, _concat(parts), failures)
+            errors[i] = f"{type(exc).__name__}: {exc}"
+    return kept, _concat(parts), errors
+
+
+def embed_isolating_failures(embedder: Embedder, accepted: list[Accepted]) -> EmbedOutcome:
+    """Embed the batch; if the model raises, embed one by one so a poison text fails alone."""
+    kept, embeddings, errors = embed_each_on_failure(embedder, [a.event.text for a in accepted])  # type: ignore[union-attr]
+    failures = [
+        Rejection(
+            accepted[i].message_id,
+            f"embedding failed: {error}"[:2000],
+            raw_text(accepted[i].event.model_dump(mode="json")),
+            status="failed",
+            event_id=accepted[i].event.event_id,
+            kind=accepted[i].event.kind,
+        )
+        for i, error in errors.items()
+    ]
+    return EmbedOutcome([accepted[i] for i in kept], embeddings, failures)
 
 
 def embed_newest_that_embeds(embedder: Embedder, batch: Sorted) -> tuple[EmbedOutcome, list[Accepted]]:

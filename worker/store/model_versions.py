@@ -258,5 +258,11 @@ def previous_active(session: Session) -> VersionInfo | None:
     return _info(row) if row else None
 
 
+def backfill_finished(session: Session, version_id: int) -> bool:
+    """Whether a backfill of the version ran to its end since the version last became active."""
+    progress = session.scalar(select(ModelVersion.backfill).where(ModelVersion.id == version_id)) or {}
+    return "finished_at" in progress
+
+
 def set_backfill(session: Session, version_id: int, progress: dict[str, Any]) -> None:
     session.execute(update(ModelVersion).where(ModelVersion.id == version_id).values(backfill=progress))
