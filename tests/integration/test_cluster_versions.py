@@ -66,42 +66,45 @@ def live_themes(engine: Engine) -> dict[int, int]:
         return dict(rows.tuples().all())
 
 
-def test_a_run_during_the_backfill_waits_so_the_themes_keep_their_ids(engine: Engine) -> None:
-    """The run clustered the half already re-embedded and retired every theme whose members it could not see."""
+SETTINGS = ClusteringSettings(min_cluster_size=6, min_items=10)
+
+
+def clustered_then_promoted(engine: Engine) -> tuple[int, int, list[int]]:
+    """Feedback clustered under an old version, and a new version to backfill: (old, new, item ids)."""
     with engine.begin() as conn:
         old = register_model_version(conn, name="old@clusters", base_model="fake", path=None, dims=DIMS)
         new = register_model_version(conn, name="new@clusters", base_model="fake", path=None, dims=DIMS)
     items = store_feedback(engine, old)
-    settings = ClusteringSettings(min_cluster_size=6, min_items=10)
-    assert ClusteringService(engine=engine, model_version_id=old, settings=settings).run().status == "succeeded"
+    assert ClusteringService(engine=engine, model_version_id=old, settings=SETTINGS).run().status == "succeeded"
+    return old, new, items
+
+
+def test_a_run_during_the_backfill_waits_so_the_themes_keep_their_ids(engine: Engine) -> None:
+    """The run clustered the half already re-embedded and retired every theme whose members it could not see."""
+    old, new, items = clustered_then_promoted(engine)
     themes = live_themes(engine)
     assert len(themes) == THEMES
 
     backfill(engine, items[: 2 * PER_THEME], source=old, target=new)  # two themes of three
-    during = ClusteringService(engine=engine, model_version_id=new, settings=settings).run()
+    during = ClusteringService(engine=engine, model_version_id=new, settings=SETTINGS).run()
 
     assert during.status == "skipped" and "backfill" in (during.message or ""), during
     assert live_themes(engine) == themes, "the old version's themes stay live, with their ids"
 
     backfill(engine, items[2 * PER_THEME :], source=old, target=new)
-    after = ClusteringService(engine=engine, model_version_id=new, settings=settings).run()
+    after = ClusteringService(engine=engine, model_version_id=new, settings=SETTINGS).run()
 
     assert after.status == "succeeded", after
     assert live_themes(engine) == dict.fromkeys(themes, new), "every theme continues under the new version"
 
 
 def test_after_a_finished_backfill_items_the_model_failed_on_do_not_stop_clustering(engine: Engine) -> None:
-    with engine.begin() as conn:
-        old = register_model_version(conn, name="old@failed", base_model="fake", path=None, dims=DIMS)
-        new = register_model_version(conn, name="new@failed", base_model="fake", path=None, dims=DIMS)
-    items = store_feedback(engine, old)
-    settings = ClusteringSettings(min_cluster_size=6, min_items=10)
-    assert ClusteringService(engine=engine, model_version_id=old, settings=settings).run().status == "succeeded"
+    old, new, items = clustered_then_promoted(engine)
     backfill(engine, items[1:], source=old, target=new)  # the model failed on the first item
     with session_scope(engine) as session:
         set_backfill(session, new, {"total": len(items), "done": len(items) - 1, "failed": items[:1],
                                     "finished_at": "2026-11-27T00:00:00+00:00"})  # fmt: skip
         session.commit()
 
-    assert ClusteringService(engine=engine, model_version_id=new, settings=settings).run().status == "succeeded"
+    assert ClusteringService(engine=engine, model_version_id=new, settings=SETTINGS).run().status == "succeeded"
     assert set(live_themes(engine).values()) == {new}

@@ -23,13 +23,19 @@ def correction(content_id: str, corrected_at: str, **change: list[str]) -> dict[
             "corrected_at": corrected_at, **change}  # fmt: skip
 
 
-def test_an_older_correction_arriving_after_a_newer_one_does_not_undo_it(stack: ServiceUrls, engine: Engine) -> None:
+def stored_content(stack: ServiceUrls, engine: Engine, body: str):  # type: ignore[no-untyped-def]
+    """A content item stored through an ingest service; returns the service's `run` and the item's event."""
     seed_taxonomy(stack.database_url, DEFAULT_TAXONOMY)
     with engine.begin() as conn:
         version = register_model_version(conn, name="fake-corrections@1", base_model="fake", path=None, dims=DIMS)
     run = service(engine, version, FakeEmbedder()).run
-    item = content("Subject line: the spring sale ends Friday")
+    item = content(body)
     assert run(messages([item])).stored == 1
+    return run, item
+
+
+def test_an_older_correction_arriving_after_a_newer_one_does_not_undo_it(stack: ServiceUrls, engine: Engine) -> None:
+    run, item = stored_content(stack, engine, "Subject line: the spring sale ends Friday")
     newer = correction(item["content_id"], "2026-03-02T00:00:00+00:00", removed=["email"])
     older = correction(item["content_id"], "2026-03-01T00:00:00+00:00", added=["email", "paid_search"])
 
@@ -52,12 +58,7 @@ def test_two_corrections_at_the_same_moment_end_the_same_in_either_order(
     first: str, stack: ServiceUrls, engine: Engine
 ) -> None:
     """A tie on `corrected_at` went to whichever arrived last."""
-    seed_taxonomy(stack.database_url, DEFAULT_TAXONOMY)
-    with engine.begin() as conn:
-        version = register_model_version(conn, name="fake-corrections@1", base_model="fake", path=None, dims=DIMS)
-    run = service(engine, version, FakeEmbedder()).run
-    item = content("Webinar invite: attribution for B2B")
-    assert run(messages([item])).stored == 1
+    run, item = stored_content(stack, engine, "Webinar invite: attribution for B2B")
     same_time = "2026-03-05T00:00:00+00:00"
     low, high = sorted(
         [correction(item["content_id"], same_time, added=["email"]),
