@@ -48,6 +48,14 @@ class IngestBatches(Batches):
 
     def flush(self, requests: Collection[Request]) -> Any:
         batch = list(requests)
+        if shutting_down():
+            # Celery keeps firing timers (this flush among them) while it joins the pool on a warm shutdown,
+            # but no longer reads results. A batch sent now runs, and its pool process then waits 30 s for the
+            # result to be read (billiard's _ensure_messages_consumed) before it exits: the worker outlived a
+            # 30 s SIGTERM grace that way in CI, and the batch came back anyway. Hand it back at once instead.
+            log.info("worker shutting down: handing back a batch of %d unprocessed", len(batch))
+            requeue(batch)
+            return None
         payload = ([SimpleRequest.from_request(r) for r in batch],)
 
         def on_return(result: Any) -> None:
@@ -65,6 +73,15 @@ class IngestBatches(Batches):
         return self._pool.apply_async(
             apply_batches_task, (self, payload, 0, None), callback=on_return, error_callback=on_error
         )
+
+
+def shutting_down() -> bool:
+    """Whether this worker received a warm or cold shutdown (SIGTERM, SIGQUIT, Ctrl-C)."""
+    from celery.worker import state
+
+    # As celery.worker.state.maybe_shutdown tests them: an exit code of 0 means stop too.
+    stop, terminate = state.should_stop, state.should_terminate
+    return (stop is not None and stop is not False) or (terminate is not None and terminate is not False)
 
 
 def requeue(batch: list[Request]) -> None:

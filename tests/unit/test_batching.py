@@ -130,3 +130,20 @@ def test_requests_waiting_when_the_strategy_is_rebuilt_get_a_timer_at_once() -> 
     started_strategy(task, timer)
 
     assert task._tref is not None and len(timer) == 1
+
+
+def test_a_batch_flushed_during_a_shutdown_is_handed_back_not_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Celery fires the flush timer while it joins the pool; a batch sent then kept its pool process alive
+    for billiard's 30 s wait for the result to be read, past a 30 s SIGTERM grace (seen in CI)."""
+    from celery.worker import state
+
+    monkeypatch.setattr(state, "should_stop", 0)  # what the SIGTERM handler sets: the exit code, 0
+    task = IngestBatches()
+    pool = FakePool()
+    task._pool = pool
+    requests = [FakeRequest("m1"), FakeRequest("m2")]
+
+    assert task.flush(requests) is None
+
+    assert pool.args == (), "nothing was sent to the pool"
+    assert [r.outcome for r in requests] == [["requeue"], ["requeue"]]
