@@ -25,12 +25,13 @@ from worker.errors import ModelLoadError
 from worker.pipeline.batch import embed_each_on_failure
 from worker.pipeline.embed import Embedder
 from worker.store.items import fill_embeddings
-from worker.store.model_versions import active_version_id, build_hnsw_index, set_backfill
+from worker.store.model_versions import active_version_id, backfill_progress, build_hnsw_index, set_backfill
 
 log = logging.getLogger(__name__)
 
 BACKFILL_LOCK = 7160406  # advisory lock key: one backfill at a time
 _LOCK_CONFLICTS = {"40P01", "55P03"}  # deadlock detected, lock not available
+_MOST_FAILURES = 100  # failed texts tolerated before the failures must stay below the texts embedded
 
 # Items without a vector under the version, less those the model failed on in this backfill (`:failed`).
 _MISSING = """
@@ -99,10 +100,17 @@ class BackfillService:
             return "superseded", 0, []
         # After a switch whose own build of the index failed (see `activate`); a no-op when it exists.
         build_hnsw_index(self.engine, self.model_version_id, self.embedder.dims)
-        total = missing_count(self.engine, self.model_version_id)
+        # Items the model failed on in an earlier run since this version became active are not tried again.
+        with session_scope(self.engine) as session:
+            earlier = backfill_progress(session, self.model_version_id)
+        failed = list(earlier.get("failed", []))
+        total = missing_count(self.engine, self.model_version_id, failed)
         if total == 0:
-            return "done", 0, []
-        state: dict[str, Any] = {"total": total, "done": 0, "failed": [], "started_at": datetime.now(UTC).isoformat()}
+            if "finished_at" not in earlier:  # the run that got to the end stopped before it could say so
+                self._record(earlier | {"failed": failed, "finished_at": datetime.now(UTC).isoformat()})
+            return "done", 0, failed
+        state: dict[str, Any] = {"total": total, "done": 0, "failed": failed,
+                                 "started_at": datetime.now(UTC).isoformat()}  # fmt: skip
         while True:
             # Checked per chunk: a backfill takes long, and one for a retired version would hold the lock the
             # active version's backfill needs while writing vectors nothing reads.
@@ -138,8 +146,9 @@ class BackfillService:
     def _fill_chunk(self, session: Session, state: dict[str, Any]) -> int:
         """Embed and write the next chunk, recording progress in `state` and on the row; 0 when none is left.
 
-        A text the model raises on is embedded alone, so it fails alone: it is logged, kept out of the later
-        chunks and left without a vector. A chunk in which every text fails is a model problem, and raises.
+        A text the model raises on is embedded alone, so it fails alone: it is logged, kept out of later chunks
+        and runs (until the version is activated again) and left without a vector. A model that fails on a plain
+        sentence, or on more texts than it embeds (beyond a few), stops the backfill.
         """
         rows = session.execute(
             text(f"SELECT i.id, i.event_id, i.text {_MISSING} ORDER BY i.id LIMIT :n"),
@@ -147,24 +156,44 @@ class BackfillService:
         ).all()
         if rows:
             kept, embeddings, errors = embed_each_on_failure(self.embedder, [r.text for r in rows])
-            if embeddings is None:
-                raise ModelLoadError(f"model version {self.model_version_id} failed on every text of a chunk: "
-                                     f"{next(iter(errors.values()))}")  # fmt: skip
             if errors:
-                failed = [rows[i].id for i in errors]
-                first_error = next(iter(errors.values()))[:200]
-                log.error("backfill of model version %d: the model failed on items %s (%s); they stay without "
-                          "a vector under it", self.model_version_id, failed, first_error)  # fmt: skip
-                state["failed"].extend(failed)
-            state["done"] += fill_embeddings(
-                session, model_version_id=self.model_version_id, embeddings=embeddings,
-                texts_of=[(rows[i].id, rows[i].event_id) for i in kept],
-            )  # fmt: skip
+                self._failed_alone(rows, errors, state)
+            if embeddings is not None:
+                state["done"] += fill_embeddings(
+                    session, model_version_id=self.model_version_id, embeddings=embeddings,
+                    texts_of=[(rows[i].id, rows[i].event_id) for i in kept],
+                )  # fmt: skip
             state["total"] = max(state["total"], state["done"])
         else:
             state["finished_at"] = datetime.now(UTC).isoformat()
         set_backfill(session, self.model_version_id, state)
         return len(rows)
+
+    def _record(self, progress: dict[str, Any]) -> None:
+        with session_scope(self.engine) as session:
+            set_backfill(session, self.model_version_id, progress)
+            session.commit()
+
+    def _failed_alone(self, rows: Sequence[Any], errors: dict[int, str], state: dict[str, Any]) -> None:
+        """Note the items the model raised on; stop if it is the model that is broken, not those texts."""
+        first_error = next(iter(errors.values()))[:200]
+        if len(errors) == len(rows):
+            try:  # a chunk can be all poison texts; a model that fails on a plain sentence is broken
+                self.embedder.embed(["a plain sentence to check the model"])
+            except Exception as exc:
+                raise ModelLoadError(
+                    f"model version {self.model_version_id} fails on every text ({type(exc).__name__}: {exc}); "
+                    "`tagworker model rollback` goes back to the previous version"
+                ) from exc
+        failed = [rows[i].id for i in errors]
+        state["failed"].extend(failed)
+        log.error("backfill of model version %d: the model failed on items %s (%s); they stay without a vector "
+                  "under it", self.model_version_id, failed[:20], first_error)  # fmt: skip
+        if len(state["failed"]) > max(_MOST_FAILURES, state["done"]):
+            raise ModelLoadError(
+                f"model version {self.model_version_id} failed on {len(state['failed'])} texts and embedded only "
+                f"{state['done']}; the backfill stops (`tagworker model rollback` goes back)"
+            )
 
     def _superseded(self) -> bool:
         with self.engine.connect() as connection:

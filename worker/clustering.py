@@ -32,7 +32,7 @@ from worker.store.clusters import (
     start_run,
     try_lock,
 )
-from worker.store.model_versions import backfill_finished
+from worker.store.model_versions import backfill_progress
 
 log = logging.getLogger(__name__)
 
@@ -84,14 +84,15 @@ class ClusteringService:
         with session_scope(self.engine) as session:
             if not try_lock(session):
                 return self._skip(session, run_id, started, 0, "another clustering run is in progress")
+            # Items the backfill failed to embed (it logged them) will never have a vector: waiting for them
+            # would stop clustering for good.
             waiting = members_awaiting_vectors(
-                session, model_version_id=self.model_version_id, window_days=self.settings.window_days
-            )
-            # Once the backfill has finished, what is still missing is what the model failed on (logged by the
-            # backfill): waiting for it would stop clustering for good.
-            if waiting and not backfill_finished(session, self.model_version_id):
+                session, model_version_id=self.model_version_id, window_days=self.settings.window_days,
+                excluding=backfill_progress(session, self.model_version_id).get("failed", []),
+            )  # fmt: skip
+            if waiting:
                 why = (f"{waiting} feedback items of earlier themes have no vector under this model version yet "
-                       "(its backfill has not finished); the backfill re-clusters when it is done")  # fmt: skip
+                       "(its backfill is not done); the backfill re-clusters when it is")  # fmt: skip
                 return self._skip(session, run_id, started, 0, why)
             feedback = load_feedback(
                 session, model_version_id=self.model_version_id, window_days=self.settings.window_days

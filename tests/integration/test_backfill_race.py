@@ -16,6 +16,7 @@ from tests.integration.helpers import scratch_database
 from worker import backfill
 from worker.backfill import BackfillService
 from worker.db import get_engine, session_scope
+from worker.errors import ModelLoadError
 from worker.pipeline.embed import Embeddings
 from worker.services import ServiceUrls
 from worker.store.model_versions import activate, register_model_version
@@ -176,15 +177,16 @@ class PoisonOnce(TextHashEmbedder):
         return super().embed(texts)
 
 
-def test_a_text_the_new_model_fails_on_fails_alone_and_the_backfill_finishes(engine: Engine) -> None:
+@pytest.mark.parametrize("chunk", [10, 1], ids=["in a chunk with others", "a chunk of its own"])
+def test_a_text_the_new_model_fails_on_fails_alone_and_the_backfill_finishes(engine: Engine, chunk: int) -> None:
     """One such text failed the whole chunk on every run: the backfill never finished, and clustering waits
-    for a finished backfill."""
+    for the backfill. Alone in its chunk, it was taken for a broken model."""
     _, new, first = promoted_with_one_item(engine, "Promo code field rejects lowercase")
     poison = store_item(engine, "POISON for the new model", first_version(engine))
     last = store_item(engine, "Delivery estimate was wrong", first_version(engine))
 
     summary = BackfillService(engine=engine, embedder=PoisonOnce(lambda: None), model_version_id=new,
-                              chunk=10).run()  # type: ignore[arg-type]  # fmt: skip
+                              chunk=chunk).run()  # type: ignore[arg-type]  # fmt: skip
 
     assert (summary.status, summary.embedded, summary.failed, summary.remaining) == ("done", 2, 1, 0), summary
     assert vector_of(engine, first, new) is not None and vector_of(engine, last, new) is not None
@@ -192,6 +194,21 @@ def test_a_text_the_new_model_fails_on_fails_alone_and_the_backfill_finishes(eng
     with engine.connect() as conn:
         progress = conn.scalar(text("SELECT backfill FROM model_versions WHERE id = :v"), {"v": new})
     assert progress["failed"] == [poison] and "finished_at" in progress
+
+    again = BackfillService(engine=engine, embedder=PoisonOnce(lambda: None), model_version_id=new,
+                            chunk=chunk).run()  # type: ignore[arg-type]  # fmt: skip
+    assert (again.status, again.embedded, again.failed) == ("done", 0, 1), "the next run does not try it again"
+
+
+def test_a_model_that_fails_on_every_text_stops_the_backfill(engine: Engine) -> None:
+    class Broken(TextHashEmbedder):
+        def embed(self, texts: list[str]) -> Embeddings:
+            raise RuntimeError("CUDA error: device-side assert triggered")
+
+    _, new, _ = promoted_with_one_item(engine, "Login page loops back to itself")
+    service = BackfillService(engine=engine, embedder=Broken(lambda: None), model_version_id=new, chunk=10)  # type: ignore[arg-type]
+    with pytest.raises(ModelLoadError, match="fails on every text"):
+        service.run()
 
 
 def first_version(engine: Engine) -> int:

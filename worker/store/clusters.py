@@ -76,7 +76,9 @@ def active_themes(session: Session, model_version_id: int) -> Themes:
     return Themes([r.id for r in rows], np.stack([np.asarray(r.centroid, dtype=np.float32) for r in rows]))
 
 
-def members_awaiting_vectors(session: Session, *, model_version_id: int, window_days: int) -> int:
+def members_awaiting_vectors(
+    session: Session, *, model_version_id: int, window_days: int, excluding: Sequence[int] = ()
+) -> int:
     """Feedback in the window that belongs to a live theme of another version but has no vector under this one.
 
     After a promotion or a rollback these wait for the backfill; a run that went ahead without them would
@@ -90,6 +92,8 @@ def members_awaiting_vectors(session: Session, *, model_version_id: int, window_
         .where(Cluster.retired_at.is_(None), Cluster.model_version_id != model_version_id)
         .where(~exists().where(Embedding.item_id == Item.id, Embedding.model_version_id == model_version_id))
     )
+    if excluding:
+        query = query.where(Item.id.not_in(list(excluding)))
     if window_days:
         query = query.where(Item.occurred_at >= datetime.now(UTC) - timedelta(days=window_days))
     return int(session.scalar(query) or 0)

@@ -258,10 +258,10 @@ def previous_active(session: Session) -> VersionInfo | None:
     return _info(row) if row else None
 
 
-def backfill_finished(session: Session, version_id: int) -> bool:
-    """Whether a backfill of the version ran to its end since the version last became active."""
-    progress = session.scalar(select(ModelVersion.backfill).where(ModelVersion.id == version_id)) or {}
-    return "finished_at" in progress
+def backfill_progress(session: Session, version_id: int) -> dict[str, Any]:
+    """The version's backfill progress since it last became active ({} before any): total, done, failed
+    (ids of items the model raised on), started_at, finished_at."""
+    return dict(session.scalar(select(ModelVersion.backfill).where(ModelVersion.id == version_id)) or {})
 
 
 def set_backfill(session: Session, version_id: int, progress: dict[str, Any]) -> None:
