@@ -11,7 +11,6 @@ from sentence_transformers import SentenceTransformer
 
 from worker.pipeline.embed import resolve_model_path
 from worker.pipeline.retrain import TrainParams, fine_tune
-from worker.pipeline.same_tag_loss import SameTagRankingLoss, shared_tag_mask
 from worker.pipeline.training_pairs import ScoredPair, same_tag_pairs
 
 pytestmark = pytest.mark.slow
@@ -53,26 +52,3 @@ def test_without_tag_passes_the_pairs_train_alone(tmp_path: Path, caplog: pytest
         )  # fmt: skip
     assert result.steps == 12 // 3
     assert "+ 0 tag rows" in caplog.text
-
-
-def test_texts_with_several_tags_train_with_shared_tags_left_out_of_the_negatives(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Two facets, as marketing taxonomies have: every text carries a topic and a channel."""
-    model = SentenceTransformer(resolve_model_path("all-MiniLM-L6-v2"), device="cpu")
-    channels = ["email", "chat"]
-    tagged = [(text, [tag, channels[i % 2]]) for tag, group in TEXTS.items() for i, text in enumerate(group)]
-    pairs = same_tag_pairs(tagged, per_text=1, max_pairs=100, seed=0)
-    masked: list[int] = []
-    forward = SameTagRankingLoss.forward
-
-    def counting(self, features, labels):  # type: ignore[no-untyped-def]
-        masked.append(int(shared_tag_mask(self.pair_tag[labels], self.positive_tags[labels]).sum()))
-        return forward(self, features, labels)
-
-    monkeypatch.setattr(SameTagRankingLoss, "forward", counting)
-    result = fine_tune(
-        model, pairs, tagged=tagged, params=TrainParams(batch_size=8, tag_passes=0), output_dir=tmp_path,
-    )  # fmt: skip
-    assert (result.pairs, result.steps) == (24, 5)  # 5 tags: batches of 5
-    assert len(masked) == 5 and sum(masked) > 0, "some in-batch positives shared the anchor pair's tag"

@@ -3,9 +3,8 @@
 Three datasets train in one run, their batches interleaved in proportion to their size:
 - (anchor, positive) pairs of texts that people gave the same tag, with MultipleNegativesRankingLoss: every
   other positive in the batch is a negative, so same-tag texts are pulled together and other tags pushed away,
-  which is what same-tag retrieval needs. Batches never hold two pairs of the same tag (tag_batches.py), and
-  where texts carry several tags, candidates that carry the anchor pair's tag are left out of its softmax
-  (same_tag_loss.py), so no in-batch "negative" is in truth a positive.
+  which is what same-tag retrieval needs. Batches never hold two pairs of the same tag (tag_batches.py), so no
+  in-batch "negative" is in truth a positive.
 - (text, tag) rows with a cosine-softmax loss over all tags (tag_loss.py), which is what the tag heads need:
   on Banking77 the pairs alone lifted retrieval but not tagging accuracy.
 - Optional scored vocabulary pairs ("CAC" / "customer acquisition cost" 1.0) with CoSENT.
@@ -20,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from worker.pipeline.same_tag_loss import SameTagRankingLoss, tags_by_text
 from worker.pipeline.tag_batches import batch_sampler_for
 from worker.pipeline.tag_loss import HEAD_PARAMETER, TagSoftmaxLoss, count_tags, tag_rows
 from worker.pipeline.training_pairs import ScoredPair
@@ -79,7 +77,7 @@ def fine_tune(
         raise ValueError("nothing to train on: no two texts share a tag and there are no scored pairs")
     rows = tag_rows(tagged, passes=params.tag_passes)
     started = time.perf_counter()
-    datasets, losses = _datasets_and_losses(model, pairs, scored, rows, tags_by_text(tagged))
+    datasets, losses = _datasets_and_losses(model, pairs, scored, rows)
     # A batch holds each tag at most once (see tag_batches.py), so it cannot be larger than the tags.
     tags = len({p[2] for p in pairs})
     batch_size = max(2, min(params.batch_size, tags)) if pairs else params.batch_size
@@ -107,31 +105,17 @@ def fine_tune(
 
 
 def _datasets_and_losses(
-    model: Any,
-    pairs: list[tuple[str, str, str]],
-    scored: Sequence[ScoredPair],
-    rows: dict[str, list[Any]],
-    tags_of: dict[str, frozenset[str]],
+    model: Any, pairs: list[tuple[str, str, str]], scored: Sequence[ScoredPair], rows: dict[str, list[Any]]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The trainer's datasets and their losses, by name; an empty source gets neither.
-
-    With one tag per text the pairs train with the stock MultipleNegativesRankingLoss; where a positive carries
-    several, with `SameTagRankingLoss`, which needs each row's pair index as its label.
-    """
+    """The trainer's datasets and their losses, by name; an empty source gets neither."""
     from datasets import Dataset
     from sentence_transformers.sentence_transformer.losses import CoSENTLoss, MultipleNegativesRankingLoss
 
     datasets: dict[str, Any] = {}
     losses: dict[str, Any] = {}
     if pairs:
-        columns = {"anchor": [p[0] for p in pairs], "positive": [p[1] for p in pairs]}
-        positive_tags = [tags_of.get(p[1], frozenset()) | {p[2]} for p in pairs]
-        if any(len(tags) > 1 for tags in positive_tags):
-            datasets["same_tag"] = Dataset.from_dict(columns | {"label": list(range(len(pairs)))})
-            losses["same_tag"] = SameTagRankingLoss(model, pair_tags=[p[2] for p in pairs], positive_tags=positive_tags)
-        else:
-            datasets["same_tag"] = Dataset.from_dict(columns)
-            losses["same_tag"] = MultipleNegativesRankingLoss(model)
+        datasets["same_tag"] = Dataset.from_dict({"anchor": [p[0] for p in pairs], "positive": [p[1] for p in pairs]})
+        losses["same_tag"] = MultipleNegativesRankingLoss(model)
     if scored:
         datasets["vocabulary"] = Dataset.from_dict(
             {"a": [p.a for p in scored], "b": [p.b for p in scored], "score": [float(p.score) for p in scored]}
