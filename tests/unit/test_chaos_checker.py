@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 from worker.chaos.checker import Found, classify
 from worker.chaos.ledger import Sent, describe, payload_hash
-from worker.chaos.payloads import RESEND, REUSED_ID, realize
+from worker.chaos.payloads import FRESH_ID, RESEND, REUSED_ID, realize
 
 EVENT = {"kind": "feedback.received", "event_id": "0b6f3c52-6a43-4c1e-9d0e-2f8a7b51c3d4", "feedback_id": "fb-1",
          "occurred_at": "2026-03-01T10:00:00+00:00", "text": "hello"}  # fmt: skip
@@ -59,3 +60,14 @@ def test_a_refused_message_only_logged_is_counted_apart_from_lost() -> None:
     refused = Sent("m9", None, None, None, "h", reaches_task=False, log_token="pickle-ran-1")
     assert classify([refused], found(), {"m9"}).refused_unrecorded == 1
     assert classify([refused], found()).lost == 1
+
+
+def test_realize_leaves_a_bare_string_that_holds_the_placeholder_as_it_is() -> None:
+    """Hypothesis mines string constants from the code, so it drew the placeholder itself as a text payload;
+    realize took it for a JSON-encoded event and raised, failing the fuzz scenario (seen in CI)."""
+    encoded = json.dumps({"kind": "feedback.received", "event_id": FRESH_ID, "text": "t"})
+
+    bare, not_an_object, filled = realize([FRESH_ID, f"[{json.dumps(FRESH_ID)}]", encoded])
+
+    assert (bare, not_an_object) == (FRESH_ID, f"[{json.dumps(FRESH_ID)}]")
+    assert json.loads(filled)["event_id"] != FRESH_ID

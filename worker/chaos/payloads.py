@@ -85,14 +85,24 @@ def realize(payloads: list[Any]) -> list[Any]:
     for i, payload in enumerate(payloads):
         if payload == RESEND:
             payload = copy.deepcopy(last_event) if last_event is not None else RESEND
-        elif isinstance(payload, str) and FRESH_ID in payload:  # a JSON-encoded event
-            payload = json.dumps(_fill(json.loads(payload), i, last_id))
+        elif isinstance(payload, str) and FRESH_ID in payload:  # a JSON-encoded event, or a bare string
+            payload = _fill_encoded(payload, i, last_id)
         elif isinstance(payload, dict):
             payload = _fill(payload, i, last_id)
             if isinstance(payload.get("event_id"), str):
                 last_id, last_event = payload["event_id"], payload
         out.append(payload)
     return out
+
+
+def _fill_encoded(payload: str, i: int, last_id: str | None) -> str:
+    """A JSON-encoded event with its placeholders filled; any other string as it is. Hypothesis also draws
+    the placeholder itself as a plain text: it mines string constants from the code it tests."""
+    try:
+        decoded = json.loads(payload)
+    except ValueError:
+        return payload
+    return json.dumps(_fill(decoded, i, last_id)) if isinstance(decoded, dict) else payload
 
 
 def _fill(event: dict[str, Any], i: int, last_id: str | None) -> dict[str, Any]:
