@@ -11,7 +11,14 @@ from typing import Any
 from celery import Celery, signals
 
 from worker.broker import TRANSPORT
-from worker.processes import STACKS_SIGNAL, is_prefork, most_processes, threads_per_process, usable_cores
+from worker.processes import (
+    STACKS_SIGNAL,
+    bound_exit_wait,
+    is_prefork,
+    most_processes,
+    threads_per_process,
+    usable_cores,
+)
 from worker.services import resolve
 from worker.settings import Settings, get_settings
 
@@ -86,6 +93,7 @@ def _prepare_pool_process(**_: object) -> None:
     from worker.db import dispose_all
     from worker.runtime import preload_in_background
 
+    bound_exit_wait()
     dispose_all()
     preload_in_background()
 

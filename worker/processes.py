@@ -125,3 +125,22 @@ def stop(process: subprocess.Popen[bytes], *, grace_s: float = 30.0) -> int:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
     return int(process.returncode)
+
+
+# Seconds a pool process waits, when it exits, for the main process to read its last result (billiard: 30).
+EXIT_RESULT_WAIT_S = 3.0
+
+
+def bound_exit_wait(seconds: float = EXIT_RESULT_WAIT_S) -> None:
+    """Cap billiard's wait, at a pool process's exit, for its last result to be read.
+
+    On a warm shutdown Celery drops jobs the pool had not acknowledged yet from its books ("the broker
+    redelivers them"), but a job already written to the pool process still runs, and nothing reads its result.
+    The pool process then waited 30 s before exiting (billiard's `_ensure_messages_consumed`), so the worker
+    outlived a 30 s SIGTERM grace (the chaos suite caught the stacks). The batch comes back from the broker
+    either way; a lost result of a finished batch is requeued and stored again, idempotently.
+    """
+    import billiard.pool
+
+    interval = billiard.pool.GUARANTEE_MESSAGE_CONSUMPTION_RETRY_INTERVAL
+    billiard.pool.GUARANTEE_MESSAGE_CONSUMPTION_RETRY_LIMIT = max(1, round(seconds / interval))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from celery.concurrency.solo import TaskPool as SoloPool
 
-from worker.processes import is_prefork, most_processes, threads_per_process
+from worker.processes import EXIT_RESULT_WAIT_S, bound_exit_wait, is_prefork, most_processes, threads_per_process
 
 
 @pytest.mark.parametrize(
@@ -33,3 +33,19 @@ def test_prefork_processes_share_the_cores_and_one_process_gets_them_all(
 )
 def test_an_autoscaled_pool_shares_the_cores_among_its_most_processes(autoscale: object, processes: int) -> None:
     assert most_processes(concurrency=4, autoscale=autoscale) == processes
+
+
+def test_a_pool_process_waits_at_most_a_few_seconds_at_exit_for_its_last_result_to_be_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """billiard's 30 s made a worker outlive a 30 s SIGTERM grace when Celery dropped an unacknowledged job
+    that the pool process ran anyway (caught with the stacks dump in the chaos suite)."""
+    import billiard.pool
+
+    monkeypatch.setattr(billiard.pool, "GUARANTEE_MESSAGE_CONSUMPTION_RETRY_LIMIT", 300)
+
+    bound_exit_wait()
+
+    interval = billiard.pool.GUARANTEE_MESSAGE_CONSUMPTION_RETRY_INTERVAL
+    assert billiard.pool.GUARANTEE_MESSAGE_CONSUMPTION_RETRY_LIMIT * interval == pytest.approx(EXIT_RESULT_WAIT_S)
+    assert EXIT_RESULT_WAIT_S <= 5
