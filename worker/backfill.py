@@ -152,7 +152,7 @@ class BackfillService:
         """
         rows = session.execute(
             text(f"SELECT i.id, i.event_id, i.text {_MISSING} ORDER BY i.id LIMIT :n"),
-            {"version": self.model_version_id, "failed": state.get("failed", []), "n": self.chunk},
+            {"version": self.model_version_id, "failed": state["failed"], "n": self.chunk},
         ).all()
         if rows:
             kept, embeddings, errors = embed_each_on_failure(self.embedder, [r.text for r in rows])

@@ -50,9 +50,9 @@ class IngestBatches(Batches):
         batch = list(requests)
         if shutting_down():
             # Celery keeps firing timers (this flush among them) while it joins the pool on a warm shutdown,
-            # but no longer reads results. A batch sent now runs, and its pool process then waits 30 s for the
-            # result to be read (billiard's _ensure_messages_consumed) before it exits: the worker outlived a
-            # 30 s SIGTERM grace that way in CI, and the batch came back anyway. Hand it back at once instead.
+            # and may no longer read results: a batch sent now can run with nobody taking its result, keeping
+            # its pool process until `bound_exit_wait`'s cap (worker/processes.py, the general mend). It
+            # comes back from the broker anyway, so hand it back at once instead.
             log.info("worker shutting down: handing back a batch of %d unprocessed", len(batch))
             requeue(batch)
             return None

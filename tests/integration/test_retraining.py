@@ -98,6 +98,14 @@ def label_items(engine: Engine, per_topic: int = 6, *, decided_at: datetime | No
         session.commit()
 
 
+def labelled_stock(database_url: str) -> tuple[Engine, int]:
+    """The database's engine with the stock version registered and human labels stored; (engine, stock id)."""
+    engine = get_engine(database_url)
+    stock = stock_version(engine)
+    label_items(engine)
+    return engine, stock
+
+
 def versions(engine: Engine) -> list[ModelVersion]:
     with session_scope(engine) as session:
         return list(session.execute(select(ModelVersion).order_by(ModelVersion.id)).scalars())
@@ -122,9 +130,7 @@ def test_without_enough_new_labels_nothing_trains(own_db: str, tmp_path: Path) -
 def test_the_gate_rejects_a_candidate_that_is_not_better_and_keeps_it(
     own_db: str, tmp_path: Path, stack: ServiceUrls
 ) -> None:
-    engine = get_engine(own_db)
-    stock = stock_version(engine)
-    label_items(engine)
+    engine, stock = labelled_stock(own_db)
     pairs = Path(__file__).parents[2] / "samples" / "marketing-pairs.jsonl"
     env = service_env(ServiceUrls(own_db, stack.broker_url))
     added = subprocess.run([sys.executable, "-m", "worker.cli", "train", "pairs", "add", str(pairs)], env=env,
@@ -145,9 +151,7 @@ def test_the_gate_rejects_a_candidate_that_is_not_better_and_keeps_it(
 
 
 def test_promotion_rollback_and_a_corrupt_model_directory(own_db: str, tmp_path: Path, stack: ServiceUrls) -> None:
-    engine = get_engine(own_db)
-    stock = stock_version(engine)
-    label_items(engine)
+    engine, stock = labelled_stock(own_db)
     summary = RetrainService(engine=engine, settings=settings_for(tmp_path, min_gain=-100)).run(force=True)
     assert summary.status == "promoted", summary
     with session_scope(engine) as session:
@@ -341,9 +345,7 @@ def model_dirs(settings: Settings) -> list[str]:
 def test_a_run_another_run_marked_failed_promotes_nothing_and_keeps_no_directory(
     own_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    engine = get_engine(own_db)
-    stock = stock_version(engine)
-    label_items(engine)
+    engine, stock = labelled_stock(own_db)
     settings = settings_for(tmp_path, min_gain=-100, min_new_labels=10_000)
 
     def lose_the_lock_to_the_next_run() -> None:
@@ -364,9 +366,7 @@ def test_a_run_another_run_marked_failed_promotes_nothing_and_keeps_no_directory
 def test_a_run_that_fails_after_saving_its_model_keeps_no_directory(
     own_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    engine = get_engine(own_db)
-    stock = stock_version(engine)
-    label_items(engine)
+    engine, stock = labelled_stock(own_db)
     settings = settings_for(tmp_path, min_gain=-100)
 
     def saved_but_broken(path: Path, **_: Any) -> int:
@@ -385,9 +385,7 @@ def test_a_run_that_fails_after_saving_its_model_keeps_no_directory(
 def test_a_promotion_whose_commit_raised_after_it_applied_keeps_its_directory(
     own_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    engine = get_engine(own_db)
-    stock_version(engine)
-    label_items(engine)
+    engine, _ = labelled_stock(own_db)
     settings = settings_for(tmp_path, min_gain=-100)
     promoting: list[int] = []
     real_activate = retraining.activate
@@ -414,9 +412,7 @@ def test_a_promotion_whose_commit_raised_after_it_applied_keeps_its_directory(
 def test_a_lost_lock_connection_does_not_hide_the_promotion(
     own_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    engine = get_engine(own_db)
-    stock_version(engine)
-    label_items(engine)
+    engine, _ = labelled_stock(own_db)
     during_training(monkeypatch, lambda: drop_lock_connection(engine, RETRAIN_LOCK))
     summary = RetrainService(engine=engine, settings=settings_for(tmp_path, min_gain=-100)).run(force=True)
     assert summary.status == "promoted", summary
@@ -436,9 +432,7 @@ def test_labels_before_a_failed_run_still_count_toward_the_next(own_db: str, tmp
 def test_labels_applied_after_a_run_read_its_own_count_toward_the_next(
     own_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    engine = get_engine(own_db)
-    stock_version(engine)
-    label_items(engine)
+    engine, _ = labelled_stock(own_db)
     real_start = retraining.start_candidate
 
     def labels_arrive_then_start(session: Session, **row: Any) -> int:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import exists, func, insert, select, text, update
+from sqlalchemy import Select, exists, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from models import Cluster, ClusterLineage, ClusterMember, ClusterRun, Embedding, Item
@@ -58,9 +58,7 @@ def load_feedback(session: Session, *, model_version_id: int, window_days: int) 
         .where(Item.kind == "feedback", Embedding.model_version_id == model_version_id)
         .order_by(Item.id)
     )
-    if window_days:
-        query = query.where(Item.occurred_at >= datetime.now(UTC) - timedelta(days=window_days))
-    rows = session.execute(query).all()
+    rows = session.execute(_in_window(query, window_days)).all()
     vectors = np.stack([np.asarray(r.vector, dtype=np.float32) for r in rows]) if rows else np.zeros((0, 1), np.float32)
     return Feedback([r.id for r in rows], [r.text for r in rows], vectors, [r.cluster_id for r in rows])
 
@@ -94,9 +92,14 @@ def members_awaiting_vectors(
     )
     if excluding:
         query = query.where(Item.id.not_in(list(excluding)))
-    if window_days:
-        query = query.where(Item.occurred_at >= datetime.now(UTC) - timedelta(days=window_days))
-    return int(session.scalar(query) or 0)
+    return int(session.scalar(_in_window(query, window_days)) or 0)
+
+
+def _in_window(query: Select[Any], window_days: int) -> Select[Any]:
+    """Only items of the last `window_days` days (0: all), the clustering window."""
+    if not window_days:
+        return query
+    return query.where(Item.occurred_at >= datetime.now(UTC) - timedelta(days=window_days))
 
 
 def live_themes_elsewhere(session: Session, model_version_id: int) -> list[int]:
