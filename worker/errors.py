@@ -35,6 +35,11 @@ class ModelVersionError(TagworkerError):
     """A model version that does not exist or cannot be promoted or rolled back to."""
 
 
+class ModelVersionRetired(TagworkerError):
+    """A batch embedded by a version that a promotion or rollback retired meanwhile: it is not written, and is
+    handed back to be embedded by the active version (the worker switches before its next batch)."""
+
+
 class NotDeliverable(TagworkerError, ValueError):
     """A queue or in-flight entry that no queue can take; the message says why, for a person to act on.
 

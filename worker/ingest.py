@@ -2,7 +2,8 @@
 
 It never raises for bad input or a failing model: those become `rejected_events` rows. When the database stays
 unreachable past the retries, the summary asks the task to requeue the messages so that nothing is lost; other
-write errors record the events as failed (and requeue if even that cannot be written).
+write errors record the events as failed (and requeue if even that cannot be written). A batch embedded by a
+model version that was retired meanwhile is requeued too, for the active version to embed.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from sqlalchemy.orm import Session
 from worker.clustering import ThemeAssigner
 from worker.corrections import apply_corrections
 from worker.db import session_scope
+from worker.errors import ModelVersionRetired
 from worker.pipeline.batch import EmbedOutcome, Sorted, embed_newest_that_embeds, item_values, sort_batch
 from worker.pipeline.embed import Embedder
 from worker.pipeline.validate import Accepted, RawMessage, Rejection, parse_message, raw_text
 from worker.settings import BatchingSettings, IngestSettings
 from worker.store.clusters import set_members
 from worker.store.items import ItemRow, known_event_hashes, remember_superseded, upsert_items
+from worker.store.model_versions import check_not_retired
 from worker.store.rejected import record_rejections
 from worker.tagging import Prediction, TaggingService, write_tagged
 
@@ -84,6 +87,7 @@ class IngestService:
         self.batching = batching
         self.tagging = tagging
         self.themes = themes
+        self.version_retired = False  # set when a batch found its version retired; the runtime switches then
 
     def run(self, messages: list[RawMessage]) -> BatchSummary:
         """Process one batch; see the module docstring for the guarantees."""
@@ -92,6 +96,9 @@ class IngestService:
         parsed = [parse_message(m, self.limits) for m in messages]
         try:
             self._process(parsed, summary)
+        except ModelVersionRetired as exc:
+            log.info("%s; requeueing %d messages for the active version", exc, len(messages))
+            self.version_retired = summary.requeue = True
         except Exception as exc:
             if is_transient(exc):
                 # The database is away: recording the events as failed would lose them for good if it came back
@@ -195,6 +202,8 @@ class IngestService:
                         similarity=[k[2] for k in kept], method="live", run_id=None)  # fmt: skip
         applied, unapplied = apply_corrections(session, batch.corrections)
         record_rejections(session, rejections + unapplied)
+        if rows:  # vectors, tags and themes of this version were written
+            check_not_retired(session, self.model_version_id)
         return len(written), len(rows) - len(written), applied
 
     def _with_retries(self, work: Callable[[Session], T], *, commit: bool = False) -> T:

@@ -20,7 +20,7 @@ from worker.ingest import IngestService
 from worker.pipeline.embed import ModelEmbedder, load_embedder, resolve_model_path
 from worker.services import resolve
 from worker.settings import Settings, get_settings
-from worker.store.model_versions import active_version, active_version_id, register_model_version
+from worker.store.model_versions import active_version, active_version_id, build_hnsw_index, register_model_version
 from worker.tagging import TaggingService
 
 log = logging.getLogger(__name__)
@@ -101,8 +101,17 @@ def load_serving_model(engine: Engine, settings: Settings) -> tuple[ModelEmbedde
     with engine.begin() as connection:
         version_id = register_model_version(
             connection, name=embedder.version_name, base_model=settings.model.name_or_path, path=configured,
-            dims=embedder.dims,
+            dims=embedder.dims, index=False,
         )  # fmt: skip
+        serving = active_version_id(connection)
+    if serving != version_id:  # its vectors would be searched by nobody, and batches refused as not active
+        raise ModelLoadError(
+            f"model version {serving} is active, but the configured model {configured} is version {version_id} "
+            f"({embedder.version_name}): were its files replaced? `tagworker model promote {version_id}` makes it "
+            "the active one (stored items are then re-embedded with it)"
+        )
+    # After the registration's commit, concurrently: a first worker of a new model must not hold back ingest.
+    build_hnsw_index(engine, version_id, embedder.dims)
     return embedder, version_id
 
 
@@ -129,7 +138,8 @@ _last_check: dict[int, float] = {}
 def _version_changed(runtime: Runtime) -> bool:
     """At most every check interval, one indexed query: is the active version still the one we serve?"""
     now = time.monotonic()
-    if now - _last_check.get(os.getpid(), 0.0) < runtime.settings.tagging.check_interval_s:
+    retired = runtime.ingest.version_retired  # a batch was refused for it: check now, not at the interval
+    if not retired and now - _last_check.get(os.getpid(), 0.0) < runtime.settings.tagging.check_interval_s:
         return False
     _last_check[os.getpid()] = now
     try:
@@ -137,6 +147,7 @@ def _version_changed(runtime: Runtime) -> bool:
             active = active_version_id(connection)
     except Exception:  # the database being away is the batch's problem, handled there with retries
         return False
+    runtime.ingest.version_retired = False  # checked; a rollback may have made it active again
     if active is not None and active != runtime.model_version_id:
         log.info("model version %d became active (was %d); switching at this batch boundary", active,
                  runtime.model_version_id)  # fmt: skip

@@ -16,8 +16,11 @@ from tests.integration.helpers import count_items, feedback, producer_app, publi
 from worker import embedded
 from worker.db import get_engine
 from worker.migrate import upgrade
+from worker.pipeline.embed import resolve_model_path, version_name_for
 from worker.processes import start_worker, stop
 from worker.services import ServiceUrls
+from worker.settings import ModelSettings
+from worker.store.model_versions import register_model_version
 
 # Short timings so redelivery after a kill happens within a test, not within the production hour.
 WORKER_ENV = {
@@ -44,6 +47,7 @@ def stack(data_dir: Path) -> Iterator[ServiceUrls]:
     servers = embedded.ensure_running(data_dir)
     urls = ServiceUrls(database_url=servers.database_url, broker_url=servers.broker_url)
     upgrade(urls.database_url)
+    register_configured_model(urls.database_url)
     saved = {k: os.environ.get(k) for k in ("TAGWORKER_DATABASE__URL", "TAGWORKER_BROKER__URL", "TAGWORKER_DATA_DIR")}
     os.environ.update(
         TAGWORKER_DATABASE__URL=urls.database_url,
@@ -57,6 +61,17 @@ def stack(data_dir: Path) -> Iterator[ServiceUrls]:
         else:
             os.environ[key] = value
     embedded.stop(data_dir)
+
+
+def register_configured_model(database_url: str) -> None:
+    """What the first worker start does: the configured model becomes the first, active version. The fake
+    versions other tests register then stay candidates, whatever the order (a worker refuses to serve a model
+    that is not the active version)."""
+    configured = ModelSettings().name_or_path
+    path = resolve_model_path(configured)
+    with get_engine(database_url).begin() as conn:
+        register_model_version(conn, name=version_name_for(configured, path), base_model=configured, path=path,
+                               dims=384)  # fmt: skip
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from models import ModelVersion
-from worker.errors import ModelVersionError
+from worker.errors import ModelVersionError, ModelVersionRetired
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,21 @@ def active_version_id(connection: Session | Connection) -> int | None:
     return connection.scalar(select(ModelVersion.id).where(ModelVersion.status == "active"))
 
 
+def check_not_retired(connection: Session | Connection, version_id: int) -> None:
+    """Raise `ModelVersionRetired` if the version was retired; otherwise it stays unretired until the caller commits.
+
+    The check holds the switch lock shared, and every switch (`activate`, via `lock_versions`) takes it
+    exclusively. So a switch either committed before this check, which then sees the version retired, or waits
+    for the caller's commit, and the new version's backfill (queued after its switch) sees what the caller wrote.
+    Without this, a worker that had not switched yet could write items after that backfill finished, and they
+    would stay without a vector under the active version. Call it last before the commit: a switch waits on it.
+    """
+    connection.execute(text("SELECT pg_advisory_xact_lock_shared(:key)"), {"key": _REGISTER_LOCK})
+    status = connection.scalar(select(ModelVersion.status).where(ModelVersion.id == version_id))
+    if status == "retired":
+        raise ModelVersionRetired(f"model version {version_id} was retired while this batch ran")
+
+
 def find_version(session: Session, ref: str) -> VersionInfo:
     """A version by id or name; raises ModelVersionError naming the ref otherwise."""
     query = select(ModelVersion)
@@ -228,7 +243,7 @@ def lock_versions(session: Session) -> None:
     """Wait for, then hold until the transaction ends, the lock every change of the active version takes.
 
     Registration, promotion and rollback take it, so a check of the active version made after this call
-    stays true until the caller commits.
+    stays true until the caller commits. Ingest batches take it shared (`check_not_retired`).
     """
     session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _REGISTER_LOCK})
 
