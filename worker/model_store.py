@@ -25,8 +25,13 @@ def save_model(model: Any, root: Path, name: str) -> Path:
     final = root / name
     partial = root / f".{name}.partial"
     shutil.rmtree(partial, ignore_errors=True)
-    model.save(str(partial), safe_serialization=True)
-    os.replace(partial, final)
+    try:
+        model.save(str(partial), safe_serialization=True)
+        os.replace(partial, final)
+    except BaseException:
+        # A half-written copy (disk full, interrupted) is hundreds of MB that nothing will ever read or reuse.
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     log.info("saved model version %s to %s", name, final)
     return final
 

@@ -15,6 +15,7 @@ import time
 import zlib
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
@@ -41,6 +42,7 @@ from worker.store.model_versions import (
     last_training_at,
     lock_versions,
     start_candidate,
+    verdict_as_committed,
 )
 from worker.store.tags import current_taxonomy
 from worker.store.training import (
@@ -54,6 +56,10 @@ from worker.store.training import (
 )
 
 log = logging.getLogger(__name__)
+
+# The run's outcome when its verdict's commit applied but raised, by the status the row then shows. `retired`: it
+# was promoted, and an operator rolled back before the row was read again.
+_APPLIED_VERDICTS = {"active": "promoted", "retired": "promoted", "rejected": "rejected"}
 
 
 @dataclass
@@ -232,16 +238,40 @@ class RetrainService:
         except Exception:  # `_run` marks the row failed, without a path: nothing will ever use the directory
             remove_model_dir(path)
             raise
-        # A failure from here on keeps the directory: a commit that raised may still have been applied, and
-        # then the row (perhaps the active version) points at it.
         if decision.promote:  # before the switch's transaction, where building it would hold back ingest
             build_hnsw_index(self.engine, candidate.version_id, candidate.parent.dims)
-        with session_scope(self.engine) as session:
-            summary = _conclude(session, candidate, decision, summary_metrics, str(path))
-            session.commit()
+        try:
+            with session_scope(self.engine) as session:
+                summary = _conclude(session, candidate, decision, summary_metrics, str(path))
+                session.commit()
+        except Exception as exc:  # a commit that raised may still have been applied: only the row can tell
+            return self._settle_unacknowledged(candidate, path, exc)
         if summary.status == "failed":  # another run marked the row failed: no row will ever point at `path`
             remove_model_dir(path)
         return summary
+
+    def _settle_unacknowledged(self, candidate: Candidate, path: Path, exc: Exception) -> RetrainSummary:
+        """The run's outcome when its verdict's transaction raised, from the candidate's row as committed.
+
+        A commit whose acknowledgement was lost (the connection dropped after COMMIT reached the server) applied:
+        the run reports what it did, and the directory stays, since the row (perhaps the active version) points at
+        it. A verdict that was not applied never will be (nothing retries it) and only the verdict writes the row's
+        path, so the directory is removed and `exc` raised for `_run` to mark the row failed. When the row cannot
+        be read, the directory stays: an orphaned copy costs disk, deleting the active version's weights an outage.
+        """
+        row = verdict_as_committed(self.engine, candidate.version_id)
+        if row is not None and row.path == str(path) and row.status in _APPLIED_VERDICTS:
+            log.warning("candidate %d is %s: its verdict's commit raised after it was applied (%s); keeping %s",
+                        candidate.version_id, row.status, exc, path)  # fmt: skip
+            reason = f"{row.reason} (the commit's acknowledgement was lost, but it was applied: {type(exc).__name__})"
+            status = _APPLIED_VERDICTS[row.status]
+            return RetrainSummary(status, reason, candidate.version_id, dict(row.metrics or {}))
+        if row is not None and row.path is None and row.status in ("training", "failed"):
+            remove_model_dir(path)
+        else:
+            log.warning("candidate %d: could not tell whether its verdict was applied; keeping %s",
+                        candidate.version_id, path)  # fmt: skip
+        raise exc
 
 
 def _conclude(

@@ -382,28 +382,86 @@ def test_a_run_that_fails_after_saving_its_model_keeps_no_directory(
     assert active_id(engine) == stock
 
 
-def test_a_promotion_whose_commit_raised_after_it_applied_keeps_its_directory(
+def verdict_commit_raises(monkeypatch: pytest.MonkeyPatch, *, applied: bool) -> None:
+    """Make the commit of the run's verdict raise as a dropped connection does, after or before it applies.
+
+    After: the COMMIT reached the server, its acknowledgement did not. Before: the database went away first, so
+    nothing of the verdict's transaction was committed.
+    """
+    concluding: list[int] = []
+    real_finish, real_commit = retraining.finish_candidate, Session.commit
+
+    def finish_and_note(session: Session, version_id: int, **row: Any) -> bool:
+        written = real_finish(session, version_id, **row)
+        if written and row["status"] != "failed":  # the verdict, not `_run` marking the row failed
+            concluding.append(version_id)
+        return written
+
+    def commit_and_lose_the_connection(session: Session) -> None:
+        if not concluding:
+            return real_commit(session)
+        concluding.clear()
+        if applied:
+            real_commit(session)
+        raise OperationalError("COMMIT", None, ConnectionError("server closed the connection unexpectedly"))
+
+    monkeypatch.setattr(retraining, "finish_candidate", finish_and_note)
+    monkeypatch.setattr(Session, "commit", commit_and_lose_the_connection)
+
+
+@pytest.mark.parametrize(
+    ("gate", "outcome", "status"),
+    [({"min_gain": -100}, "promoted", "active"), ({"min_gain": 50, "min_ndcg_gain": 100}, "rejected", "rejected")],
+)
+def test_a_verdict_whose_commit_raised_after_it_applied_is_reported_and_keeps_its_directory(
+    own_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gate: dict[str, float], outcome: str, status: str
+) -> None:
+    """Such a run used to report `failed` while its version was active (then no backfill was queued) or rejected."""
+    engine, stock = labelled_stock(own_db)
+    settings = settings_for(tmp_path, **gate)
+    verdict_commit_raises(monkeypatch, applied=True)
+    summary = RetrainService(engine=engine, settings=settings).run(force=True)
+    assert summary.status == outcome, summary  # `tagworker.retrain` queues the backfill on "promoted"
+    assert "acknowledgement was lost" in summary.reason and summary.metrics["after"], summary
+    candidate = versions(engine)[-1]
+    assert candidate.id == summary.version_id and candidate.status == status
+    assert active_id(engine) == (candidate.id if outcome == "promoted" else stock)
+    assert model_dirs(settings) == [candidate.name], "the directory the row points at stays"
+
+
+def test_a_verdict_whose_commit_was_not_applied_fails_and_keeps_no_directory(
     own_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Such a run used to leave its saved model on disk, with no row pointing at it."""
+    engine, stock = labelled_stock(own_db)
+    settings = settings_for(tmp_path, min_gain=-100)
+    verdict_commit_raises(monkeypatch, applied=False)
+    summary = RetrainService(engine=engine, settings=settings).run(force=True)
+    assert summary.status == "failed" and "server closed the connection" in summary.reason, summary
+    candidate = versions(engine)[-1]
+    assert candidate.status == "failed" and candidate.path is None
+    assert model_dirs(settings) == [], "no row points at the saved model, so it is removed"
+    assert active_id(engine) == stock
+
+
+def test_a_verdict_that_cannot_be_read_back_keeps_its_directory(
+    own_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the database stays away, the run cannot tell whether the promotion applied: it keeps the weights."""
     engine, _ = labelled_stock(own_db)
     settings = settings_for(tmp_path, min_gain=-100)
-    promoting: list[int] = []
-    real_activate = retraining.activate
 
-    def activate_and_note(session: Session, version_id: int) -> None:
-        real_activate(session, version_id)
-        promoting.append(version_id)
+    def database_still_gone(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if "FOR SHARE" in statement:  # reading the verdict back
+            raise OperationalError(statement, None, ConnectionError("could not connect to server"))
 
-    def connection_lost_after_commit(session: Session) -> None:
-        if promoting and promoting.pop():
-            raise OperationalError("COMMIT", None, ConnectionError("server closed the connection unexpectedly"))
-
-    monkeypatch.setattr(retraining, "activate", activate_and_note)
-    event.listen(Session, "after_commit", connection_lost_after_commit)
+    verdict_commit_raises(monkeypatch, applied=True)
+    event.listen(engine, "before_cursor_execute", database_still_gone)
     try:
-        RetrainService(engine=engine, settings=settings).run(force=True)
+        summary = RetrainService(engine=engine, settings=settings).run(force=True)
     finally:
-        event.remove(Session, "after_commit", connection_lost_after_commit)
+        event.remove(engine, "before_cursor_execute", database_still_gone)
+    assert summary.status == "failed" and "server closed the connection" in summary.reason, summary
     candidate = versions(engine)[-1]
     assert candidate.status == "active" and active_id(engine) == candidate.id
     assert model_dirs(settings) == [candidate.name], "the active version's directory stays"

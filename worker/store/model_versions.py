@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select, text, update
+from sqlalchemy import Connection, Engine, Row, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from models import ModelVersion
+from worker.db import session_scope
 from worker.errors import ModelVersionError, ModelVersionRetired
 
 log = logging.getLogger(__name__)
@@ -281,3 +282,27 @@ def backfill_progress(session: Session, version_id: int) -> dict[str, Any]:
 
 def set_backfill(session: Session, version_id: int, progress: dict[str, Any]) -> None:
     session.execute(update(ModelVersion).where(ModelVersion.id == version_id).values(backfill=progress))
+
+
+def verdict_as_committed(engine: Engine, version_id: int) -> Row[Any] | None:
+    """The candidate's status, path, reason and metrics as committed, in a fresh session; None when unreadable.
+
+    FOR SHARE waits for the row lock of a verdict transaction the server is still committing (its client gave
+    up, the server carries on), so that a commit landing just after this read cannot be missed. The lock
+    timeout bounds the wait for one whose dropped connection the server has not noticed yet.
+    """
+    query = (
+        select(ModelVersion.status, ModelVersion.path, ModelVersion.reason, ModelVersion.metrics)
+        .where(ModelVersion.id == version_id)
+        .with_for_update(read=True)
+    )
+    try:
+        with session_scope(engine) as session:
+            session.execute(text("SELECT set_config('lock_timeout', :t, true)"), {"t": "30s"})
+            row = session.execute(query).first()
+            session.commit()
+    except SQLAlchemyError:
+        log.warning("could not read candidate %d back after its verdict's transaction raised", version_id,
+                    exc_info=True)  # fmt: skip
+        return None
+    return row
