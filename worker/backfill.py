@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,6 +53,28 @@ class BackfillSummary:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class BackfillProgress:
+    """One run's progress, kept on the version's row (`model_versions.backfill`, which `tagworker status` shows)."""
+
+    total: int
+    started_at: str
+    done: int = 0
+    failed: list[int] = field(default_factory=list)  # items the model raised on: no vector under this version
+    finished_at: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The row's value: total, done, failed, started_at, and finished_at once the run got to the end."""
+        row: dict[str, Any] = {"total": self.total, "done": self.done, "failed": list(self.failed),
+                               "started_at": self.started_at}  # fmt: skip
+        if self.finished_at is not None:
+            row["finished_at"] = self.finished_at
+        return row
+
+    def copy(self) -> BackfillProgress:
+        return replace(self, failed=list(self.failed))
 
 
 def missing_count(engine: Engine, version_id: int, failed: Sequence[int] = ()) -> int:
@@ -109,41 +131,39 @@ class BackfillService:
             if "finished_at" not in earlier:  # the run that got to the end stopped before it could say so
                 self._record(earlier | {"failed": failed, "finished_at": datetime.now(UTC).isoformat()})
             return "done", 0, failed
-        state: dict[str, Any] = {"total": total, "done": 0, "failed": failed,
-                                 "started_at": datetime.now(UTC).isoformat()}  # fmt: skip
+        state = BackfillProgress(total=total, started_at=datetime.now(UTC).isoformat(), failed=failed)
         while True:
             # Checked per chunk: a backfill takes long, and one for a retired version would hold the lock the
             # active version's backfill needs while writing vectors nothing reads.
             if self._superseded():
-                return "superseded", state["done"], state["failed"]
-            filled = self._fill_chunk_retrying(state)
+                return "superseded", state.done, state.failed
+            filled, state = self._fill_chunk_retrying(state)
             if not filled:
-                return "done", state["done"], state["failed"]
-            progress(state["done"], state["total"])
+                return "done", state.done, state.failed
+            progress(state.done, state.total)
 
-    def _fill_chunk_retrying(self, state: dict[str, Any], attempts: int = 5) -> int:
+    def _fill_chunk_retrying(self, state: BackfillProgress, attempts: int = 5) -> tuple[int, BackfillProgress]:
         """One chunk in its own transaction, again after a deadlock with an ingest batch or a correction.
 
         The chunk waits for item locks (see `fill_embeddings`), and a batch locks its items in its own order, so
         the two can deadlock; PostgreSQL then cancels one of them. A retry reads and embeds the chunk again.
+        Returns the items read and the progress after the chunk.
         """
         for attempt in range(1, attempts + 1):
-            before = {**state, "failed": list(state["failed"])}
+            after = state.copy()  # a failed attempt's progress is dropped, as its transaction is rolled back
             try:
                 with session_scope(self.engine) as session:
-                    filled = self._fill_chunk(session, state)
+                    filled = self._fill_chunk(session, after)
                     session.commit()
-                return filled
+                return filled, after
             except OperationalError as exc:
-                state.clear()
-                state.update(before)  # the transaction's progress was rolled back with it
                 if getattr(exc.orig, "pgcode", None) not in _LOCK_CONFLICTS or attempt == attempts:
                     raise
                 log.warning("backfill chunk hit a lock conflict (attempt %d/%d); retrying", attempt, attempts)
                 time.sleep(random.uniform(0.05, 0.25) * attempt)
         raise AssertionError("unreachable")
 
-    def _fill_chunk(self, session: Session, state: dict[str, Any]) -> int:
+    def _fill_chunk(self, session: Session, state: BackfillProgress) -> int:
         """Embed and write the next chunk, recording progress in `state` and on the row; 0 when none is left.
 
         A text the model raises on is embedded alone, so it fails alone: it is logged, kept out of later chunks
@@ -152,21 +172,21 @@ class BackfillService:
         """
         rows = session.execute(
             text(f"SELECT i.id, i.event_id, i.text {_MISSING} ORDER BY i.id LIMIT :n"),
-            {"version": self.model_version_id, "failed": state["failed"], "n": self.chunk},
+            {"version": self.model_version_id, "failed": state.failed, "n": self.chunk},
         ).all()
         if rows:
             kept, embeddings, errors = embed_each_on_failure(self.embedder, [r.text for r in rows])
             if errors:
                 self._failed_alone(rows, errors, state)
             if embeddings is not None:
-                state["done"] += fill_embeddings(
+                state.done += fill_embeddings(
                     session, model_version_id=self.model_version_id, embeddings=embeddings,
                     texts_of=[(rows[i].id, rows[i].event_id) for i in kept],
                 )  # fmt: skip
-            state["total"] = max(state["total"], state["done"])
+            state.total = max(state.total, state.done)
         else:
-            state["finished_at"] = datetime.now(UTC).isoformat()
-        set_backfill(session, self.model_version_id, state)
+            state.finished_at = datetime.now(UTC).isoformat()
+        set_backfill(session, self.model_version_id, state.as_json())
         return len(rows)
 
     def _record(self, progress: dict[str, Any]) -> None:
@@ -174,7 +194,7 @@ class BackfillService:
             set_backfill(session, self.model_version_id, progress)
             session.commit()
 
-    def _failed_alone(self, rows: Sequence[Any], errors: dict[int, str], state: dict[str, Any]) -> None:
+    def _failed_alone(self, rows: Sequence[Any], errors: dict[int, str], state: BackfillProgress) -> None:
         """Note the items the model raised on; stop if it is the model that is broken, not those texts."""
         first_error = next(iter(errors.values()))[:200]
         if len(errors) == len(rows):
@@ -186,13 +206,13 @@ class BackfillService:
                     "`tagworker model rollback` goes back to the previous version"
                 ) from exc
         failed = [rows[i].id for i in errors]
-        state["failed"].extend(failed)
+        state.failed.extend(failed)
         log.error("backfill of model version %d: the model failed on items %s (%s); they stay without a vector "
                   "under it", self.model_version_id, failed[:20], first_error)  # fmt: skip
-        if len(state["failed"]) > max(_MOST_FAILURES, state["done"]):
+        if len(state.failed) > max(_MOST_FAILURES, state.done):
             raise ModelLoadError(
-                f"model version {self.model_version_id} failed on {len(state['failed'])} texts and embedded only "
-                f"{state['done']}; the backfill stops (`tagworker model rollback` goes back)"
+                f"model version {self.model_version_id} failed on {len(state.failed)} texts and embedded only "
+                f"{state.done}; the backfill stops (`tagworker model rollback` goes back)"
             )
 
     def _superseded(self) -> bool:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Literal, NoReturn
+from typing import Any, Literal, NoReturn
 
 import kombu.exceptions
 import psycopg2
@@ -109,3 +109,26 @@ def _service_url(service: Literal["database", "broker"]) -> str | None:
 def settings_and_urls(*, start_embedded: bool = True) -> tuple[Settings, ServiceUrls]:
     settings = get_settings()
     return settings, resolve(settings, start_embedded=start_embedded)
+
+
+def backfill_text(fill: Mapping[str, Any]) -> str:
+    """`118 / 120 done, 2 failed`: a backfill summary (`worker.store.status.backfill_summary`) for a table cell."""
+    state = "done" if fill.get("finished_at") else "running"
+    progress = f"{fill.get('done', 0)} / {fill.get('total', 0)} {state}"
+    return f"{progress}, {fill['failed']} failed" if fill.get("failed") else progress
+
+
+def failed_items_hint(fill: Mapping[str, Any]) -> str | None:
+    """Which items the backfill's model failed on and where to read why; None when it failed on none."""
+    if not fill.get("failed"):
+        return None
+    ids = ", ".join(str(i) for i in fill["failed_ids"])
+    shown = (
+        f" (the first {len(fill['failed_ids'])} of {fill['failed']})"
+        if fill["failed"] > len(fill["failed_ids"])
+        else ""
+    )
+    return (
+        f"items {ids}{shown} stay without a vector under this version: the model raised on them; "
+        'the worker log has the error (search "the model failed on items")'
+    )

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 from tqdm import tqdm
 
-from worker.cli.common import clean_errors, console, settings_and_urls
+from worker.cli.common import backfill_text, clean_errors, console, failed_items_hint, settings_and_urls
 from worker.db import get_engine, session_scope
 from worker.errors import ConfigurationError
 from worker.publish import read_jsonl, send_events, to_event
@@ -80,8 +80,9 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
         table.add_row("queue: waiting / unacked", f"{counts['queue']['waiting']} / {counts['queue']['unacked']}")
         table.add_row("active model", str(counts["active_model"]))
         if fill := counts["backfill"]:
-            state = "done" if fill.get("finished_at") else "running"
-            table.add_row("backfill (re-embedding)", f"{fill.get('done', 0)} / {fill.get('total', 0)} {state}")
+            table.add_row("backfill (re-embedding)", backfill_text(fill))
+            if hint := failed_items_hint(fill):
+                table.add_row("backfill: failed items", hint)
         if counts["training"]:
             table.add_row("training", str(counts["training"]))
         table.add_row("database", counts["database"])

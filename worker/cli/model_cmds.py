@@ -54,11 +54,21 @@ def list_models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
         for column in ("id", "name", "status", "from", "accuracy", "nDCG@10", "backfill", "reason"):
             table.add_column(column, overflow="fold")
         for r in rows:
-            fill = r["backfill"]
-            progress = f"{fill.get('done', 0)}/{fill.get('total', 0)}" if fill else ""
             table.add_row(str(r["id"]), r["name"], r["status"], str(r["parent_id"] or ""), _change(r["accuracy"]),
-                          _change(r["ndcg10"]), progress, (r["reason"] or "")[:120])  # fmt: skip
+                          _change(r["ndcg10"]), _backfill_cell(r["backfill"]), (r["reason"] or "")[:120])  # fmt: skip
         console.print(table)
+        if any(r["backfill"].get("failed") for r in rows):
+            console.print("failed: items the version's model raised on; they stay without a vector under it "
+                          "(`tagworker status` lists the active version's)")  # fmt: skip
+
+
+def _backfill_cell(fill: dict[str, Any]) -> str:
+    """`118/120, 2 failed` ('' before any backfill); `failed` on the row holds the ids."""
+    if not fill:
+        return ""
+    progress = f"{fill.get('done', 0)}/{fill.get('total', 0)}"
+    failed = len(fill.get("failed", []))
+    return f"{progress}, {failed} failed" if failed else progress
 
 
 @model_app.command("promote")

@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models import Embedding, Item, ModelVersion, RejectedEvent, TagCorrection
+
+FAILED_IDS_SHOWN = 20  # the ids `tagworker status` lists of the items a backfill failed on; the count is whole
+
+
+def backfill_summary(progress: Mapping[str, Any]) -> dict[str, Any]:
+    """A version's backfill progress as the CLI shows it: `failed` is a count, `failed_ids` the first few ids.
+
+    Args:
+        progress: the `model_versions.backfill` row value ({} before any backfill): total, done, failed (the ids
+            of the items the model raised on; they stay without a vector under that version), started_at,
+            finished_at.
+    """
+    if not progress:
+        return {}
+    failed = list(progress.get("failed", []))
+    return {**progress, "failed": len(failed), "failed_ids": failed[:FAILED_IDS_SHOWN]}
 
 
 def pipeline_counts(session: Session) -> dict[str, Any]:
@@ -33,7 +50,8 @@ def pipeline_counts(session: Session) -> dict[str, Any]:
         "rejected": {"invalid": rejected.get("invalid", 0), "failed": rejected.get("failed", 0)},
         "tag_corrections": session.scalar(select(func.count()).select_from(TagCorrection)) or 0,
         "active_model": active,
-        # Re-embedding under the active version after a promotion: {"total", "done", "started_at", "finished_at"}.
-        "backfill": (active_row.backfill or {}) if active_row else {},
+        # Re-embedding under the active version after a promotion: {"total", "done", "failed" (a count),
+        # "failed_ids" (the first FAILED_IDS_SHOWN), "started_at", "finished_at"}; {} before any.
+        "backfill": backfill_summary(active_row.backfill or {}) if active_row else {},
         "training": training,
     }
