@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from worker.db import session_scope, unlock_quietly
 from worker.errors import ModelLoadError
+from worker.locks import AdvisoryLock
 from worker.pipeline.batch import embed_each_on_failure
 from worker.pipeline.embed import Embedder
 from worker.store.items import fill_embeddings
@@ -29,7 +30,7 @@ from worker.store.model_versions import active_version_id, backfill_progress, bu
 
 log = logging.getLogger(__name__)
 
-BACKFILL_LOCK = 7160406  # advisory lock key: one backfill at a time
+BACKFILL_LOCK = int(AdvisoryLock.BACKFILL)  # one backfill at a time
 _LOCK_CONFLICTS = {"40P01", "55P03"}  # deadlock detected, lock not available
 _MOST_FAILURES = 100  # failed texts tolerated before the failures must stay below the texts embedded
 

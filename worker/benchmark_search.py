@@ -25,7 +25,7 @@ from worker.migrate import upgrade
 from worker.pipeline.embed import load_embedder
 from worker.settings import Settings
 from worker.store.items import vector_literals
-from worker.store.model_versions import hnsw_index_name, register_model_version
+from worker.store.model_versions import hnsw_index_sql, register_model_version
 from worker.store.search import nearest
 
 Progress = Callable[[str, int, int], None]
@@ -46,7 +46,6 @@ def _load(engine: Engine, vectors: NDArray[np.float32], progress: Progress) -> i
     with engine.begin() as connection:
         version_id = register_model_version(connection, name="synthetic-384", base_model="synthetic", path=None,
                                             dims=DIMS)  # fmt: skip
-        connection.exec_driver_sql(f"DROP INDEX {hnsw_index_name(version_id)}")
     chunk = 5000
     for start in range(0, len(vectors), chunk):
         part = vectors[start : start + chunk]
@@ -74,10 +73,7 @@ def _load(engine: Engine, vectors: NDArray[np.float32], progress: Progress) -> i
     progress("building HNSW index", 0, 1)
     with engine.begin() as connection:
         connection.exec_driver_sql("SET maintenance_work_mem = '1GB'")
-        connection.exec_driver_sql(
-            f"CREATE INDEX {hnsw_index_name(version_id)} ON embeddings USING hnsw "
-            f"((vector::vector({DIMS})) vector_cosine_ops) WHERE model_version_id = {version_id}"
-        )
+        connection.exec_driver_sql(hnsw_index_sql(version_id, DIMS, concurrently=False))  # nothing else writes
         connection.exec_driver_sql("ANALYZE embeddings")
         connection.exec_driver_sql("ANALYZE items")
     progress("building HNSW index", 1, 1)

@@ -110,12 +110,14 @@ def _dump_stacks_on_signal(**_: object) -> None:
 
 @signals.worker_init.connect
 def _refuse_without_model(**_: object) -> None:
-    """Refuse to start (and so to consume) when the model directory is missing or unreadable."""
+    """Refuse to start (and so to consume) when the model directory is missing or unreadable, or when the
+    configured model is not the active version (each batch would load it, be refused, and come back)."""
     from worker.errors import ModelLoadError
-    from worker.runtime import check_model_config
+    from worker.runtime import check_model_config, check_serves_active
 
     try:
         check_model_config(get_settings())
+        check_serves_active(get_settings())
     except ModelLoadError as exc:
         raise SystemExit(f"tagworker worker: {exc}") from exc
 

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 import migrations
 from models import TaxonomyVersion
+from worker.locks import AdvisoryLock
 from worker.pipeline.taxonomy import DEFAULT_TAXONOMY, read_taxonomy
 from worker.settings import get_settings
 from worker.store.tags import save_taxonomy
@@ -29,7 +30,7 @@ def ensure_vector_extension(database_url: str) -> None:
     engine = create_engine(database_url, poolclass=pool.NullPool)
     try:
         with engine.begin() as connection:
-            connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7160402)")
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({int(AdvisoryLock.VECTOR_EXTENSION)})")
             connection.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS vector")
     finally:
         engine.dispose()
@@ -49,7 +50,7 @@ def seed_taxonomy(database_url: str, path: Path) -> None:
     engine = create_engine(database_url, poolclass=pool.NullPool)
     try:
         with Session(engine) as session:
-            session.execute(text("SELECT pg_advisory_xact_lock(7160401)"))
+            session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": int(AdvisoryLock.TAXONOMY_SEED)})
             if session.scalar(select(func.count()).select_from(TaxonomyVersion)) == 0:
                 save_taxonomy(session, taxonomy)
             session.commit()

@@ -10,17 +10,30 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.pool import NullPool
 
 from worker.backfill import BackfillService
 from worker.clustering import ClusteringService, ThemeAssigner
 from worker.db import get_engine, session_scope
 from worker.errors import ModelLoadError
 from worker.ingest import IngestService
-from worker.pipeline.embed import ModelEmbedder, load_embedder, resolve_model_path
+from worker.pipeline.embed import (
+    ModelEmbedder,
+    load_embedder,
+    resolve_model_path,
+    version_name_for,
+    weights_fingerprint,
+)
 from worker.services import resolve
 from worker.settings import Settings, get_settings
-from worker.store.model_versions import active_version, active_version_id, build_hnsw_index, register_model_version
+from worker.store.model_versions import (
+    VersionInfo,
+    active_version,
+    active_version_id,
+    build_hnsw_index,
+    register_model_version,
+)
 from worker.tagging import TaggingService
 
 log = logging.getLogger(__name__)
@@ -85,7 +98,8 @@ def load_serving_model(engine: Engine, settings: Settings) -> tuple[ModelEmbedde
     configured = resolve_model_path(settings.model.name_or_path)
     with session_scope(engine) as session:
         active = active_version(session)
-    if active is not None and active.path and active.path != configured:
+    if active is not None and _served_from_its_path(active, configured):
+        assert active.path is not None
         if not Path(active.path).is_dir():
             raise ModelLoadError(
                 f"the active model version {active.name} is at {active.path}, which this machine cannot read; "
@@ -101,18 +115,53 @@ def load_serving_model(engine: Engine, settings: Settings) -> tuple[ModelEmbedde
     with engine.begin() as connection:
         version_id = register_model_version(
             connection, name=embedder.version_name, base_model=settings.model.name_or_path, path=configured,
-            dims=embedder.dims, index=False,
+            dims=embedder.dims,
         )  # fmt: skip
-        serving = active_version_id(connection)
-    if serving != version_id:  # its vectors would be searched by nobody, and batches refused as not active
-        raise ModelLoadError(
-            f"model version {serving} is active, but the configured model {configured} is version {version_id} "
-            f"({embedder.version_name}): were its files replaced? `tagworker model promote {version_id}` makes it "
-            "the active one (stored items are then re-embedded with it)"
-        )
+    if active is not None and version_id != active.id:  # vectors nobody would search, batches refused
+        raise ModelLoadError(_not_active_message(active, configured))
     # After the registration's commit, concurrently: a first worker of a new model must not hold back ingest.
     build_hnsw_index(engine, version_id, embedder.dims)
     return embedder, version_id
+
+
+def _served_from_its_path(active: VersionInfo, configured: str) -> bool:
+    """Whether a worker serves the active version from its own directory: always, unless it has none, or it is
+    the configured directory and the weights there are no longer those it was registered with."""
+    if not active.path:
+        return False
+    return active.path != configured or active.name.rsplit("@", 1)[-1] == weights_fingerprint(Path(configured))
+
+
+def _not_active_message(active: VersionInfo, configured: str) -> str:
+    why = "its files were replaced since" if active.path == configured else "the active version has no directory"
+    return (
+        f"model version {active.id} ({active.name}) is active, but this worker's configured model {configured} is "
+        f"not it ({why}); `tagworker model promote {configured}` makes the configured files the active version "
+        "(stored items are then re-embedded), or set TAGWORKER_MODEL__NAME_OR_PATH to the active version's directory"
+    )
+
+
+def check_serves_active(settings: Settings) -> None:
+    """Refuse to start a worker that could only serve a version other than the active one (`load_serving_model`).
+
+    Cheap: one query and a hash of the weights file, no model load. A database that cannot be reached yet is
+    left to the first batch, which retries it.
+    """
+    configured = resolve_model_path(settings.model.name_or_path)
+    try:
+        engine = create_engine(resolve(settings).database_url, poolclass=NullPool)  # nothing pooled across the fork
+        try:
+            with session_scope(engine) as session:
+                active = active_version(session)
+        finally:
+            engine.dispose()
+    except Exception as exc:
+        log.warning("could not check the active model version before starting: %s", str(exc).splitlines()[0][:200])
+        return
+    if active is not None and not _served_from_its_path(active, configured):
+        name = version_name_for(settings.model.name_or_path, configured)
+        if name != active.name:
+            raise ModelLoadError(_not_active_message(active, configured))
 
 
 def get_runtime() -> Runtime:

@@ -16,11 +16,10 @@ from tests.integration.helpers import count_items, feedback, producer_app, publi
 from worker import embedded
 from worker.db import get_engine
 from worker.migrate import upgrade
-from worker.pipeline.embed import resolve_model_path, version_name_for
 from worker.processes import start_worker, stop
+from worker.runtime import load_serving_model
 from worker.services import ServiceUrls
-from worker.settings import ModelSettings
-from worker.store.model_versions import register_model_version
+from worker.settings import Settings
 
 # Short timings so redelivery after a kill happens within a test, not within the production hour.
 WORKER_ENV = {
@@ -67,11 +66,9 @@ def register_configured_model(database_url: str) -> None:
     """What the first worker start does: the configured model becomes the first, active version. The fake
     versions other tests register then stay candidates, whatever the order (a worker refuses to serve a model
     that is not the active version)."""
-    configured = ModelSettings().name_or_path
-    path = resolve_model_path(configured)
-    with get_engine(database_url).begin() as conn:
-        register_model_version(conn, name=version_name_for(configured, path), base_model=configured, path=path,
-                               dims=384)  # fmt: skip
+    settings = Settings()
+    model = settings.model.model_copy(update={"backend": "torch", "device": "cpu"})  # no ONNX export here
+    load_serving_model(get_engine(database_url), settings.model_copy(update={"model": model}))
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from worker.store.items import vector_literals
-from worker.store.model_versions import register_model_version
+from worker.store.model_versions import hnsw_index_sql, register_model_version
 from worker.store.search import nearest
 
 pytestmark = [pytest.mark.integration]
@@ -68,6 +68,7 @@ def corpus(session: Session) -> dict[str, Any]:
     version_id = register_model_version(
         session.connection(), name="test-search-filters", base_model="synthetic", path=None, dims=DIMS
     )
+    session.execute(text(hnsw_index_sql(version_id, DIMS, concurrently=False)))  # in the test's transaction
     _store(session, version_id, near, kind="feedback", when=OLD)
     _store(session, version_id, far, kind="content", when=RECENT)
     tag_id = int(session.execute(text("SELECT min(id) FROM tags")).scalar_one())

@@ -19,10 +19,12 @@ from tests.integration.test_ingest_race import messages, service
 from worker.backfill import BackfillService
 from worker.db import get_engine, session_scope
 from worker.errors import ModelLoadError, ModelVersionRetired
-from worker.runtime import load_serving_model
+from worker.pipeline.embed import resolve_model_path, version_name_for
+from worker.runtime import check_serves_active, load_serving_model
 from worker.services import ServiceUrls
 from worker.settings import ModelSettings, Settings
 from worker.store.model_versions import activate, check_not_retired, register_model_version
+from worker.store.tags import TAGGING_LOCK
 
 pytestmark = pytest.mark.integration
 
@@ -97,12 +99,42 @@ def test_a_switch_waits_for_a_batch_that_found_its_version_active_until_it_commi
         check_not_retired(conn, old)
 
 
+def torch_settings(tmp_path: Path, database_url: str = "", broker_url: str = "") -> Settings:
+    urls = {"database": {"url": database_url}, "broker": {"url": broker_url}} if database_url else {}
+    return Settings(data_dir=tmp_path, model=ModelSettings(device="cpu", backend="torch"), **urls)  # type: ignore[arg-type]
+
+
 def test_a_worker_whose_configured_model_is_not_the_active_version_does_not_start(
-    engine: Engine, tmp_path: Path
+    engine: Engine, tmp_path: Path, stack: ServiceUrls
 ) -> None:
-    """It served the configured model as a candidate: vectors nobody searched, and now every batch refused."""
+    """It served the configured model as a candidate: vectors nobody searched; now each batch would be refused,
+    and the worker (checked only for its model directory at start) looped on loading the model."""
     with engine.begin() as conn:
         register_model_version(conn, name="someone-else@window", base_model="other", path=None, dims=384)
-    settings = Settings(data_dir=tmp_path, model=ModelSettings(device="cpu", backend="torch"))
-    with pytest.raises(ModelLoadError, match=r"version \d+ is active, but the configured model .* is version \d+"):
+    message = r"model version \d+ \(someone-else@window\) is active, but this worker's configured model .* is not it"
+    settings = torch_settings(tmp_path, engine.url.render_as_string(hide_password=False), stack.broker_url)
+    with pytest.raises(ModelLoadError, match=message):
+        check_serves_active(settings)  # at worker start, before consuming: no model load
+    with pytest.raises(ModelLoadError, match=message):
         load_serving_model(engine, settings)
+
+
+def test_the_configured_directory_promoted_under_its_own_name_is_served(engine: Engine, tmp_path: Path) -> None:
+    """`tagworker model promote <the configured directory>` names the version after the directory."""
+    path = resolve_model_path("all-MiniLM-L6-v2")
+    promoted = version_name_for(path, path)
+    with engine.begin() as conn:
+        version = register_model_version(conn, name=promoted, base_model=path, path=path, dims=384)
+    embedder, serving = load_serving_model(engine, torch_settings(tmp_path))
+    assert (serving, embedder.version_name) == (version, promoted)
+
+
+def test_a_tagger_fit_holds_back_no_ingest_write(engine: Engine) -> None:
+    """The fit's advisory lock had the switch's key, so each batch's last statement waited for a whole fit."""
+    old, _ = versions(engine)
+    with engine.connect() as fit, engine.connect() as batch:
+        fit.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": TAGGING_LOCK})
+        batch.execute(text("SET LOCAL lock_timeout = '300ms'"))
+        check_not_retired(batch, old)
+        batch.rollback()
+        fit.rollback()

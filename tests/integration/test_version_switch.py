@@ -63,7 +63,6 @@ def test_a_promotion_lets_ingest_write_while_it_builds_the_index(by: str, own_db
         stock = register_model_version(conn, name="stock@switch", base_model="stock", path=path, dims=DIMS)
         if by == "version id":
             target = str(register_model_version(conn, name="target@switch", base_model="stock", path=path, dims=DIMS))
-            conn.execute(text(f"DROP INDEX {hnsw_index_name(int(target))}"))  # as a fresh candidate has none
         else:
             target = path
     in_flight = engine.connect()
@@ -109,6 +108,8 @@ def test_a_switch_over_a_failed_index_build_holds_back_no_reader_and_the_next_bu
         stock = register_model_version(conn, name="stock@failed", base_model="stock", path=None, dims=DIMS)
         target = register_model_version(conn, name="target@failed", base_model="stock", path=None, dims=DIMS)
         write_vector(conn, stock)
+    assert build_hnsw_index(engine, target, DIMS)
+    with engine.begin() as conn:
         conn.execute(  # what a concurrent build that ran into its lock timeout leaves behind
             text("UPDATE pg_index SET indisvalid = false WHERE indexrelid = CAST(:n AS regclass)"),
             {"n": hnsw_index_name(target)},

@@ -98,8 +98,7 @@ def _register_directory(engine: Any, directory: Path) -> str:
     name = version_name_for(str(directory), str(directory))
     with engine.begin() as connection:
         # No index here: `_switch_to` builds it CONCURRENTLY, without holding back ingest.
-        register_model_version(connection, name=name, base_model=str(directory), path=str(directory), dims=dims,
-                               index=False)  # fmt: skip
+        register_model_version(connection, name=name, base_model=str(directory), path=str(directory), dims=dims)
     return name
 
 

@@ -28,7 +28,7 @@ from worker.pipeline.ranking import mrr_at_k, ndcg_at_k, recall_at_k
 from worker.search import Searcher
 from worker.settings import Settings
 from worker.store.items import ItemRow, upsert_items
-from worker.store.model_versions import register_model_version
+from worker.store.model_versions import build_hnsw_index, register_model_version
 
 Progress = Callable[[str, int, int], None]
 
@@ -82,6 +82,7 @@ def _store_corpus(engine: Any, embedder: ModelEmbedder, corpus: dict[str, str], 
             upsert_items(session, rows, version_id)
             session.commit()
         progress("embedding corpus", min(start + 256, len(ids)), len(ids))
+    build_hnsw_index(engine, version_id, embedder.dims)  # once, over the loaded corpus, as the worker has it
 
 
 def evaluate(

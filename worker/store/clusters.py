@@ -13,8 +13,9 @@ from sqlalchemy import Select, exists, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from models import Cluster, ClusterLineage, ClusterMember, ClusterRun, Embedding, Item
+from worker.locks import AdvisoryLock
 
-CLUSTER_LOCK = 7160404  # advisory lock key: one clustering run at a time
+CLUSTER_LOCK = int(AdvisoryLock.CLUSTERING)  # one clustering run at a time
 
 
 @dataclass(frozen=True)

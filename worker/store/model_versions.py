@@ -15,26 +15,26 @@ from sqlalchemy.orm import Session
 from models import ModelVersion
 from worker.db import session_scope
 from worker.errors import ModelVersionError, ModelVersionRetired
+from worker.locks import AdvisoryLock
 
 log = logging.getLogger(__name__)
 
-# Serializes version registration across workers; the number is arbitrary but fixed.
-_REGISTER_LOCK = 7160403
+# Serializes registration and every switch of the active version; ingest writes take it shared.
+_REGISTER_LOCK = int(AdvisoryLock.MODEL_SWITCH)
 
 
 def hnsw_index_name(model_version_id: int) -> str:
     return f"ix_embeddings_hnsw_v{model_version_id}"
 
 
-def register_model_version(
-    connection: Connection, *, name: str, base_model: str, path: str | None, dims: int, index: bool = True
-) -> int:
-    """The id of the named version, registering it (active if no version is) and its HNSW index when new.
+def register_model_version(connection: Connection, *, name: str, base_model: str, path: str | None, dims: int) -> int:
+    """The id of the named version, registering it when new (active if no version is).
 
-    The `embeddings.vector` column has no fixed dimension, so each version's index casts to its own dimension
-    and covers only its rows: `((vector::vector(dims)) vector_cosine_ops) WHERE model_version_id = id`.
-    Searches must use the same cast and filter to hit it. With `index=False` the caller builds the index after
-    committing, with `build_hnsw_index` (in the transaction, the build's scan holds back writes to `embeddings`).
+    Its HNSW index is the caller's to build after committing, with `build_hnsw_index`: built here, under the
+    switch lock, the build would wait for the batches writing `embeddings` while they wait for that lock (a
+    deadlock), and hold back every later write. The `embeddings.vector` column has no fixed dimension, so each
+    version's index casts to its own dimension and covers only its rows: `((vector::vector(dims))
+    vector_cosine_ops) WHERE model_version_id = id`. Searches must use the same cast and filter to hit it.
     """
     connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _REGISTER_LOCK})
     has_active = connection.scalar(select(ModelVersion.id).where(ModelVersion.status == "active").limit(1))
@@ -52,16 +52,14 @@ def register_model_version(
         )
         .on_conflict_do_nothing(index_elements=["name"])
     )
-    version_id = int(connection.scalar(select(ModelVersion.id).where(ModelVersion.name == name)))  # type: ignore[arg-type]
-    # Only when missing: even with IF NOT EXISTS, CREATE INDEX takes its lock on `embeddings` first, and every
-    # worker start registers its version.
-    if index and _index_state(connection, version_id) == "missing":
-        connection.execute(text(_index_sql(version_id, dims)))
-    return version_id
+    return int(connection.scalar(select(ModelVersion.id).where(ModelVersion.name == name)))  # type: ignore[arg-type]
 
 
-def _index_sql(version_id: int, dims: int, *, concurrently: bool = False) -> str:
-    """The version's own partial HNSW index (ids are integers from our table, never user text)."""
+def hnsw_index_sql(version_id: int, dims: int, *, concurrently: bool = True) -> str:
+    """The version's own partial HNSW index (ids are integers from our table, never user text).
+
+    Plainly (not concurrently) only where nothing else writes: inside a test's transaction, a benchmark's load.
+    """
     how = "CONCURRENTLY " if concurrently else ""
     return (
         f"CREATE INDEX {how}IF NOT EXISTS {hnsw_index_name(int(version_id))} ON embeddings "
@@ -101,7 +99,7 @@ def build_hnsw_index(engine: Engine, version_id: int, dims: int, *, lock_timeout
             try:
                 if state == "failed":
                     connection.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {name}"))
-                connection.execute(text(_index_sql(version_id, dims, concurrently=True)))
+                connection.execute(text(hnsw_index_sql(version_id, dims)))
             finally:  # the connection goes back to the pool: ingest must not inherit the timeout
                 _reset_lock_timeout(connection)
             return True

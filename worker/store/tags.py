@@ -11,12 +11,13 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from models import Embedding, ItemLabel, Tag, TagCorrection, Tagger, TaxonomyVersion
+from worker.locks import AdvisoryLock
 from worker.pipeline.tag import Tagger as FittedTagger
 from worker.pipeline.tag import dump_tagger, load_tagger
 from worker.pipeline.tag_fit import LabelledSet
 from worker.pipeline.taxonomy import Taxonomy, parse_taxonomy
 
-TAGGING_LOCK = 7160403  # advisory lock key: one tagger fit at a time across all workers
+TAGGING_LOCK = int(AdvisoryLock.TAGGER_FIT)  # one tagger fit at a time across all workers
 
 
 @dataclass(frozen=True)

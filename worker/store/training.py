@@ -10,9 +10,10 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from models import Item, ItemLabel, Tag, TagCorrection, TrainingPair
+from worker.locks import AdvisoryLock
 from worker.pipeline.training_pairs import ScoredPair
 
-RETRAIN_LOCK = 7160405  # advisory lock key: one retraining run at a time, across all workers
+RETRAIN_LOCK = int(AdvisoryLock.RETRAINING)  # one retraining run at a time, across all workers
 
 
 @dataclass(frozen=True)
