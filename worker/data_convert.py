@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import uuid
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -13,7 +14,8 @@ from typing import IO, Any
 from worker.errors import ConfigurationError
 from worker.jsonl import json_lines, utf8_line
 
-DATASETS = ("banking77", "dstc11", "goemotions")
+DATASETS = ("banking77", "dstc11", "goemotions", "appstore")
+APPSTORE_TEST_SHARE = 0.2
 
 
 def _banking77(source: Path) -> Iterator[tuple[str, dict[str, object]]]:
@@ -39,6 +41,21 @@ def _goemotions(source: Path) -> Iterator[tuple[str, dict[str, object]]]:
         if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
             raise ConfigurationError(f"{path}:{number}: field 'labels' must be a list of strings")
         yield split, {"text": text, "tags": labels}
+
+
+def _appstore(source: Path) -> Iterator[tuple[str, dict[str, object]]]:
+    """App Store listing copy (long marketing text) tagged with its genre; English listings only.
+
+    The split is by a hash of the app id, so it is the same on every machine and needs no seed; about
+    `APPSTORE_TEST_SHARE` of each genre lands in the test file.
+    """
+    path = source / "appstore_descriptions" / "apps.jsonl"
+    for number, row in json_lines(path, "a JSON object"):
+        description, genre = _strings(path, number, row, ("description", "genre"))
+        if row.get("mostly_ascii") is not True or not description.strip():
+            continue
+        bucket = zlib.crc32(str(row.get("app_id", number)).encode()) % 1000
+        yield "test" if bucket < 1000 * APPSTORE_TEST_SHARE else "train", {"text": description, "tags": [genre]}
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -67,8 +84,8 @@ def _strings(path: Path, number: int, row: object, names: tuple[str, ...], *, wh
 
 
 def convert(dataset: str, source: Path, out: Path) -> dict[str, int]:
-    """Write one file per split (Banking77, GoEmotions) or per domain (DSTC11); returns lines per file."""
-    readers = {"banking77": _banking77, "dstc11": _dstc11, "goemotions": _goemotions}
+    """Write one file per split (Banking77, GoEmotions, App Store) or per domain (DSTC11); returns lines per file."""
+    readers = {"banking77": _banking77, "dstc11": _dstc11, "goemotions": _goemotions, "appstore": _appstore}
     if dataset not in readers:
         raise ConfigurationError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     if not source.is_dir():

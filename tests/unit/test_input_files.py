@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from worker.cli import app
+from worker.data_convert import convert
 from worker.errors import ConfigurationError
 from worker.jsonl import json_lines
 
@@ -106,3 +108,30 @@ def test_a_failed_data_convert_leaves_no_partial_file(tmp_path: Path) -> None:
     assert code == 2 and "utterances.jsonl:3: field 'text' must be a string" in output, output
     assert sorted(path.name for path in out.iterdir()) == ["dstc11-bank.jsonl"]
     assert (out / "dstc11-bank.jsonl").read_text(encoding="utf-8") == "from an earlier run\n"
+
+
+def _apps(root: Path, rows: list[dict[str, object]]) -> Path:
+    (root / "appstore_descriptions").mkdir(parents=True)
+    lines = "".join(json.dumps(row) + "\n" for row in rows)
+    (root / "appstore_descriptions" / "apps.jsonl").write_text(lines, encoding="utf-8")
+    return root
+
+
+def test_appstore_copy_is_split_by_app_id_and_only_english_listings_are_kept(tmp_path: Path) -> None:
+    rows: list[dict[str, object]] = [
+        {"app_id": n, "genre": "Games" if n % 2 else "Finance", "description": f"Listing {n}", "mostly_ascii": True}
+        for n in range(200)
+    ]
+    rows.append({"app_id": 999, "genre": "Games", "description": "日本語の説明", "mostly_ascii": False})
+    source = _apps(tmp_path / "data", rows)
+    counts = [convert("appstore", source, tmp_path / f"out{run}") for run in (1, 2)]
+    assert counts[0] == counts[1], "the split needs no seed: the same on every machine"
+    assert sum(counts[0].values()) == 200 and 20 < counts[0]["appstore-test.jsonl"] < 60, counts[0]
+    first = json.loads((tmp_path / "out1" / "appstore-train.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    assert set(first) == {"text", "tags"} and first["tags"][0] in {"Games", "Finance"}
+
+
+def test_appstore_names_a_listing_without_a_genre(tmp_path: Path) -> None:
+    source = _apps(tmp_path / "data", [{"app_id": 1, "description": "An app", "mostly_ascii": True}])
+    code, output = _tagworker("data", "convert", "appstore", "--source", str(source), "--out", str(tmp_path / "o"))
+    assert code == 2 and "apps.jsonl:1: no field 'genre'" in output, output

@@ -47,7 +47,7 @@ def publish(
 
 
 def convert(
-    dataset: Annotated[str, typer.Argument(help="banking77, dstc11 or goemotions.")],
+    dataset: Annotated[str, typer.Argument(help="banking77, dstc11, goemotions or appstore.")],
     out: Annotated[Path, typer.Option(help="Directory for the .jsonl files.")] = Path("eval-data"),
     source: Annotated[Path, typer.Option(help="The shared datasets directory.")] = Path("../shared/data"),
 ) -> None:
