@@ -38,7 +38,7 @@ from worker.db import get_engine, session_scope
 from worker.errors import ModelLoadError
 from worker.pipeline.embed import ModelEmbedder, load_embedder, resolve_model_path
 from worker.processes import service_env, start_worker, stop
-from worker.retraining import RetrainService
+from worker.retraining import RetrainService, RetrainSummary
 from worker.services import ServiceUrls
 from worker.settings import ModelSettings, Settings, TrainingSettings
 from worker.store.model_versions import activate, active_version, register_model_version
@@ -355,12 +355,20 @@ def test_a_run_another_run_marked_failed_promotes_nothing_and_keeps_no_directory
 
     during_training(monkeypatch, lose_the_lock_to_the_next_run)
     summary = RetrainService(engine=engine, settings=settings).run(force=True)
-    assert summary.status == "failed" and "no longer training" in summary.reason, summary
+    candidate = failed_without_a_directory(engine, settings, stock, summary, "no longer training")
+    assert "interrupted" in (candidate.reason or "") and candidate.metrics == {}, "the other run's verdict stands"
+
+
+def failed_without_a_directory(
+    engine: Engine, settings: Settings, stock: int, summary: RetrainSummary, reason: str
+) -> ModelVersion:
+    """The run failed with `reason`, its row is failed with no path, its saved model is gone, stock serves."""
+    assert summary.status == "failed" and reason in summary.reason, summary
     candidate = versions(engine)[-1]
-    assert candidate.status == "failed" and "interrupted" in (candidate.reason or "")
-    assert candidate.path is None and candidate.metrics == {}, "the other run's verdict stands"
+    assert candidate.status == "failed" and candidate.path is None
     assert model_dirs(settings) == [], "no row points at the saved model, so it is removed"
     assert active_id(engine) == stock
+    return candidate
 
 
 def test_a_run_that_fails_after_saving_its_model_keeps_no_directory(
@@ -437,11 +445,7 @@ def test_a_verdict_whose_commit_was_not_applied_fails_and_keeps_no_directory(
     settings = settings_for(tmp_path, min_gain=-100)
     verdict_commit_raises(monkeypatch, applied=False)
     summary = RetrainService(engine=engine, settings=settings).run(force=True)
-    assert summary.status == "failed" and "server closed the connection" in summary.reason, summary
-    candidate = versions(engine)[-1]
-    assert candidate.status == "failed" and candidate.path is None
-    assert model_dirs(settings) == [], "no row points at the saved model, so it is removed"
-    assert active_id(engine) == stock
+    failed_without_a_directory(engine, settings, stock, summary, "server closed the connection")
 
 
 def test_a_verdict_that_cannot_be_read_back_keeps_its_directory(
