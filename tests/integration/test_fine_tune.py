@@ -52,3 +52,25 @@ def test_without_tag_passes_the_pairs_train_alone(tmp_path: Path, caplog: pytest
         )  # fmt: skip
     assert result.steps == 12 // 3
     assert "+ 0 tag rows" in caplog.text
+
+
+def test_long_texts_train_on_their_first_tokens_and_the_model_keeps_its_window(tmp_path: Path) -> None:
+    """Training at the model's 256 tokens took 8.7 GB and 644 s for 181 App Store listings on 2 cores."""
+    model = SentenceTransformer(resolve_model_path("all-MiniLM-L6-v2"), device="cpu")
+    longest: list[int] = []
+    preprocess = model.preprocess  # what the trainer's collator tokenizes with
+
+    def measured(*args: object, **kwargs: object) -> dict[str, torch.Tensor]:
+        features = preprocess(*args, **kwargs)  # type: ignore[arg-type]
+        longest.append(int(features["input_ids"].shape[1]))
+        return features
+
+    model.preprocess = measured  # type: ignore[method-assign]
+    tagged = [(f"{text}. " + "Unlimited projects, priority support and more. " * 40, [tag])
+              for tag, group in TEXTS.items() for text in group]  # fmt: skip
+    pairs = same_tag_pairs(tagged, per_text=1, max_pairs=100, seed=0)
+    fine_tune(model, pairs, tagged=tagged, params=TrainParams(batch_size=8, max_seq_length=32), output_dir=tmp_path)
+    # The trainer first encodes a few texts for its model card, in the model's own window; then the batches.
+    training = longest[longest.index(32) :] if 32 in longest else []
+    assert training and set(training) == {32}, f"each training text is cut to the training window: {longest}"
+    assert model.max_seq_length == 256, "the saved model embeds in its own windows"

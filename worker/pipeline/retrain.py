@@ -41,6 +41,9 @@ class TrainParams:
     # Passes over the labelled texts for the tag classifier loss (see tag_loss.py) per epoch; 0 turns it off.
     tag_passes: int = 3
     head_learning_rate: float = 1e-2
+    # Tokens per text while training only (the saved model embeds with its own window): long copy costs memory
+    # and time quadratically in it, and short texts (intents, reviews) never reach it.
+    max_seq_length: int = 128
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,12 @@ def fine_tune(
         loss=losses if len(losses) > 1 else next(iter(losses.values())),
     )
     _quiet_stdout(trainer)
-    output = trainer.train()
+    window = model.max_seq_length
+    model.max_seq_length = min(window or params.max_seq_length, params.max_seq_length)
+    try:
+        output = trainer.train()
+    finally:
+        model.max_seq_length = window  # saved with the model: it embeds long texts in windows of this size
     seconds = time.perf_counter() - started
     log.info(
         "fine-tuned on %d pairs + %d scored + %d tag rows in %d steps, %.1fs",
