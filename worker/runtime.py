@@ -117,7 +117,11 @@ def load_serving_model(engine: Engine, settings: Settings) -> tuple[ModelEmbedde
             connection, name=embedder.version_name, base_model=settings.model.name_or_path, path=configured,
             dims=embedder.dims,
         )  # fmt: skip
-    if active is not None and version_id != active.id:  # vectors nobody would search, batches refused
+        serving = active_version_id(connection)  # under the registration's lock: another start may have won
+    if serving != version_id:  # vectors nobody would search, and batches refused
+        with session_scope(engine) as session:
+            active = active_version(session)
+        assert active is not None
         raise ModelLoadError(_not_active_message(active, configured))
     # After the registration's commit, concurrently: a first worker of a new model must not hold back ingest.
     build_hnsw_index(engine, version_id, embedder.dims)
