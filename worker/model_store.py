@@ -21,6 +21,7 @@ _REQUIRED = ("modules.json", "config_sentence_transformers.json")
 
 def save_model(model: Any, root: Path, name: str) -> Path:
     """Save a SentenceTransformer as `root/name` (safetensors); returns the directory."""
+    root = root.resolve()  # the row stores the path: workers elsewhere, or in another directory, must find it
     root.mkdir(parents=True, exist_ok=True)
     final = root / name
     partial = root / f".{name}.partial"

@@ -8,7 +8,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.pool import NullPool
@@ -22,13 +21,11 @@ from worker.pipeline.embed import (
     ModelEmbedder,
     load_embedder,
     resolve_model_path,
-    version_name_for,
-    weights_fingerprint,
 )
 from worker.services import resolve
+from worker.serving import choose_serving, not_active_message
 from worker.settings import Settings, get_settings
 from worker.store.model_versions import (
-    VersionInfo,
     active_version,
     active_version_id,
     build_hnsw_index,
@@ -93,18 +90,13 @@ def build_runtime(settings: Settings) -> Runtime:
 
 def load_serving_model(engine: Engine, settings: Settings) -> tuple[ModelEmbedder, int]:
     """The active version from Postgres when there is one (a promotion may have replaced the configured
-    model); otherwise the configured model, registered as the first active version."""
+    model); otherwise the configured model, registered as the first active version (`worker.serving`)."""
     cache_dir = settings.data_dir / "onnx"
     configured = resolve_model_path(settings.model.name_or_path)
     with session_scope(engine) as session:
         active = active_version(session)
-    if active is not None and _served_from_its_path(active, configured):
-        assert active.path is not None
-        if not Path(active.path).is_dir():
-            raise ModelLoadError(
-                f"the active model version {active.name} is at {active.path}, which this machine cannot read; "
-                "share the model store (TAGWORKER_TRAINING__STORE_DIR) with every worker, or `tagworker model rollback`"
-            )
+    if choose_serving(active, configured, settings.model.name_or_path) == "active":
+        assert active is not None and active.path is not None
         # A version fine-tuned from the configured model is the normal case; another base model is worth a warning.
         level = logging.INFO if active.base_model == settings.model.name_or_path else logging.WARNING
         log.log(level, "serving the active model version %s from %s (configured: %s)", active.name, active.path,
@@ -122,50 +114,32 @@ def load_serving_model(engine: Engine, settings: Settings) -> tuple[ModelEmbedde
         with session_scope(engine) as session:
             active = active_version(session)
         assert active is not None
-        raise ModelLoadError(_not_active_message(active, configured))
+        raise ModelLoadError(not_active_message(active, configured, "another worker registered its model first"))
     # After the registration's commit, concurrently: a first worker of a new model must not hold back ingest.
     build_hnsw_index(engine, version_id, embedder.dims)
     return embedder, version_id
 
 
-def _served_from_its_path(active: VersionInfo, configured: str) -> bool:
-    """Whether a worker serves the active version from its own directory: always, unless it has none, or it is
-    the configured directory and the weights there are no longer those it was registered with."""
-    if not active.path:
-        return False
-    return active.path != configured or active.name.rsplit("@", 1)[-1] == weights_fingerprint(Path(configured))
-
-
-def _not_active_message(active: VersionInfo, configured: str) -> str:
-    why = "its files were replaced since" if active.path == configured else "the active version has no directory"
-    return (
-        f"model version {active.id} ({active.name}) is active, but this worker's configured model {configured} is "
-        f"not it ({why}); `tagworker model promote {configured}` makes the configured files the active version "
-        "(stored items are then re-embedded), or set TAGWORKER_MODEL__NAME_OR_PATH to the active version's directory"
-    )
-
-
 def check_serves_active(settings: Settings) -> None:
-    """Refuse to start a worker that could only serve a version other than the active one (`load_serving_model`).
-
-    Cheap: one query and a hash of the weights file, no model load. A database that cannot be reached yet is
-    left to the first batch, which retries it.
-    """
+    """Refuse to start a worker that can serve no active version (`worker.serving`): each batch would load a
+    model, be refused, and come back. One query and a hash of the weights file, no model load; a database that
+    cannot be reached yet is left to the first batch, which retries it."""
     configured = resolve_model_path(settings.model.name_or_path)
     try:
-        engine = create_engine(resolve(settings).database_url, poolclass=NullPool)  # nothing pooled across the fork
+        engine = create_engine(  # nothing pooled across the fork
+            resolve(settings).database_url, poolclass=NullPool,
+            connect_args={"connect_timeout": settings.database.connect_timeout_s},
+        )  # fmt: skip
         try:
             with session_scope(engine) as session:
                 active = active_version(session)
         finally:
             engine.dispose()
     except Exception as exc:
-        log.warning("could not check the active model version before starting: %s", str(exc).splitlines()[0][:200])
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        log.warning("could not check the active model version before starting: %s", first[:200])
         return
-    if active is not None and not _served_from_its_path(active, configured):
-        name = version_name_for(settings.model.name_or_path, configured)
-        if name != active.name:
-            raise ModelLoadError(_not_active_message(active, configured))
+    choose_serving(active, configured, settings.model.name_or_path)
 
 
 def get_runtime() -> Runtime:
