@@ -14,7 +14,6 @@ from typing import IO, Any
 from worker.errors import ConfigurationError
 from worker.jsonl import json_lines, utf8_line
 
-DATASETS = ("banking77", "dstc11", "goemotions", "appstore")
 APPSTORE_TEST_SHARE = 0.2
 
 
@@ -83,15 +82,18 @@ def _strings(path: Path, number: int, row: object, names: tuple[str, ...], *, wh
     return values
 
 
+_READERS = {"banking77": _banking77, "dstc11": _dstc11, "goemotions": _goemotions, "appstore": _appstore}
+DATASETS = tuple(_READERS)
+
+
 def convert(dataset: str, source: Path, out: Path) -> dict[str, int]:
     """Write one file per split (Banking77, GoEmotions, App Store) or per domain (DSTC11); returns lines per file."""
-    readers = {"banking77": _banking77, "dstc11": _dstc11, "goemotions": _goemotions, "appstore": _appstore}
-    if dataset not in readers:
+    if dataset not in _READERS:
         raise ConfigurationError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     if not source.is_dir():
         raise ConfigurationError(f"{source} is not a directory; point --source at ../shared/data")
     out.mkdir(parents=True, exist_ok=True)
-    return _write_groups(readers[dataset](source), out, prefix=dataset)
+    return _write_groups(_READERS[dataset](source), out, prefix=dataset)
 
 
 def _write_groups(rows: Iterable[tuple[str, dict[str, object]]], out: Path, *, prefix: str) -> dict[str, int]:

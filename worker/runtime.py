@@ -17,20 +17,11 @@ from worker.clustering import ClusteringService, ThemeAssigner
 from worker.db import get_engine, session_scope
 from worker.errors import ModelLoadError
 from worker.ingest import IngestService
-from worker.pipeline.embed import (
-    ModelEmbedder,
-    load_embedder,
-    resolve_model_path,
-)
+from worker.pipeline.embed import ModelEmbedder, load_embedder, resolve_model_path
 from worker.services import resolve
 from worker.serving import choose_serving, not_active_message
 from worker.settings import Settings, get_settings
-from worker.store.model_versions import (
-    active_version,
-    active_version_id,
-    build_hnsw_index,
-    register_model_version,
-)
+from worker.store.model_versions import active_version, active_version_id, build_hnsw_index, register_model_version
 from worker.tagging import TaggingService
 
 log = logging.getLogger(__name__)

@@ -78,7 +78,7 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
-def weights_fingerprint(model_dir: Path) -> str:
+def _weights_fingerprint(model_dir: Path) -> str:
     """A short hash of the weights file, so a retrained model in the same place gets a new version name."""
     for name in ("model.safetensors", "pytorch_model.bin"):
         weights = model_dir / name
@@ -95,7 +95,7 @@ def version_name_for(name_or_path: str, resolved: str) -> str:
     """`<model name>@<weights hash>`, e.g. `all-MiniLM-L6-v2@53aa51172d14`."""
     base = DEFAULT_MODEL if resolved != name_or_path else Path(resolved).name
     local = Path(resolved)
-    return f"{base}@{weights_fingerprint(local)}" if local.is_dir() else base
+    return f"{base}@{_weights_fingerprint(local)}" if local.is_dir() else base
 
 
 def model_dims(model: SentenceTransformer) -> int:

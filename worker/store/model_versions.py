@@ -20,7 +20,7 @@ from worker.locks import AdvisoryLock
 log = logging.getLogger(__name__)
 
 # Serializes registration and every switch of the active version; ingest writes take it shared.
-_REGISTER_LOCK = int(AdvisoryLock.MODEL_SWITCH)
+_SWITCH_LOCK = int(AdvisoryLock.MODEL_SWITCH)
 
 
 def hnsw_index_name(model_version_id: int) -> str:
@@ -36,7 +36,7 @@ def register_model_version(connection: Connection, *, name: str, base_model: str
     version's index casts to its own dimension and covers only its rows: `((vector::vector(dims))
     vector_cosine_ops) WHERE model_version_id = id`. Searches must use the same cast and filter to hit it.
     """
-    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _REGISTER_LOCK})
+    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SWITCH_LOCK})
     has_active = connection.scalar(select(ModelVersion.id).where(ModelVersion.status == "active").limit(1))
     connection.execute(
         insert(ModelVersion)
@@ -157,7 +157,7 @@ def check_not_retired(connection: Session | Connection, version_id: int) -> None
     Without this, a worker that had not switched yet could write items after that backfill finished, and they
     would stay without a vector under the active version. Call it last before the commit: a switch waits on it.
     """
-    connection.execute(text("SELECT pg_advisory_xact_lock_shared(:key)"), {"key": _REGISTER_LOCK})
+    connection.execute(text("SELECT pg_advisory_xact_lock_shared(:key)"), {"key": _SWITCH_LOCK})
     status = connection.scalar(select(ModelVersion.status).where(ModelVersion.id == version_id))
     if status == "retired":
         raise ModelVersionRetired(f"model version {version_id} was retired while this batch ran")
@@ -244,7 +244,7 @@ def lock_versions(session: Session) -> None:
     Registration, promotion and rollback take it, so a check of the active version made after this call
     stays true until the caller commits. Ingest batches take it shared (`check_not_retired`).
     """
-    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _REGISTER_LOCK})
+    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SWITCH_LOCK})
 
 
 def activate(session: Session, version_id: int) -> None:
