@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,22 @@ def remove_model_dir(path: Path) -> None:
                     path, exc)  # fmt: skip
         return
     log.info("removed model directory %s: no model version points at it", path)
+
+
+def remove_unsaved(root: Path, names: Iterable[str], *, recorded: set[str]) -> int:
+    """Delete the directories (and half-written copies) of failed candidates under `root`; returns how many.
+
+    A directory some version records in `recorded` stays, and so does a name that would lead out of `root`.
+    """
+    root = root.resolve()
+    removed = 0
+    for name in names:
+        for path in (root / name, root / f".{name}.partial"):
+            if path.parent.resolve() != root or str(path.resolve()) in recorded or not path.is_dir():
+                continue
+            remove_model_dir(path)
+            removed += not path.exists()
+    return removed
 
 
 def verify_model_dir(path: str | Path, *, dims: int | None = None) -> int:

@@ -5,7 +5,8 @@ leaves a trace; the next run, holding the lock, marks such rows failed. The acti
 throughout: promotion is one transaction, and workers switch at their next batch boundary. A candidate is promoted
 only over the version it was trained from and gated against: after a rollback or promotion meanwhile, it is kept
 as rejected. A rejected candidate keeps its directory (it can still be promoted by hand); one that ends failed after
-its model was saved loses it, since no row points at it.
+its model was saved loses it, since no row points at it: at once, or, when the run died before it could, at the
+start of the next run.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from sqlalchemy.orm import Session
 from worker.db import session_scope, unlock_quietly
 from worker.evaluation.retrain import score_model
 from worker.evaluation.tagging import Labelled
-from worker.model_store import remove_model_dir, save_model, verify_model_dir
+from worker.model_store import remove_model_dir, remove_unsaved, save_model, verify_model_dir
 from worker.pipeline.embed import ModelEmbedder, pick_device
 from worker.pipeline.promotion_gate import GateDecision, decide
 from worker.pipeline.retrain import TrainParams, fine_tune
@@ -53,6 +54,7 @@ from worker.store.training import (
     scored_pairs,
     transaction_time,
     try_retrain_lock,
+    unsaved_failures,
 )
 
 log = logging.getLogger(__name__)
@@ -152,7 +154,10 @@ class RetrainService:
             new_labels = labels_since(session, last_training_at(session))
             items, vocabulary, taxonomy = labelled_items(session), scored_pairs(session), current_taxonomy(session)
             read_time = transaction_time(session)  # before the reads: later labels count toward the next run
+            unsaved, recorded = unsaved_failures(session)
             session.commit()
+        if removed := remove_unsaved(self.settings.model_store, unsaved, recorded=recorded):
+            log.info("removed %d model directories of failed candidates", removed)
         if active is None or not active.path:
             return RetrainSummary("skipped", "no active model version with a directory yet; start a worker first")
         needed = self.settings.training.min_new_labels

@@ -193,6 +193,24 @@ def test_an_interrupted_run_is_marked_failed_and_runs_never_overlap(own_db: str,
     assert killed.status == "failed" and "interrupted" in (killed.reason or "")
 
 
+def test_the_next_run_removes_the_directory_of_a_run_killed_after_saving(own_db: str, tmp_path: Path) -> None:
+    """Such a directory (hundreds of MB per run) stayed forever: no row pointed at it, so nothing removed it."""
+    engine = get_engine(own_db)
+    stock = stock_version(engine)
+    settings = settings_for(tmp_path, min_new_labels=10_000)
+    add_run(engine, stock, "training")  # killed after `save_model`, before its verdict
+    add_run(engine, stock, "failed")  # failed, and an operator then registered its directory by hand
+    killed, kept = (v.name for v in versions(engine)[-2:])
+    for name in (killed, f".{killed}.partial", kept):
+        (settings.model_store / name).mkdir(parents=True)
+    with session_scope(engine) as session:
+        session.add(ModelVersion(name="by-hand", base_model="x", dims=384, status="candidate", metrics={}, params={},
+                                 path=str((settings.model_store / kept).resolve())))  # fmt: skip
+        session.commit()
+    assert RetrainService(engine=engine, settings=settings).run().status == "skipped"
+    assert sorted(p.name for p in settings.model_store.iterdir()) == [kept]
+
+
 def test_a_worker_refuses_an_active_version_it_cannot_read(own_db: str, tmp_path: Path) -> None:
     from worker.runtime import load_serving_model
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.model_store import save_model
+from worker.model_store import remove_unsaved, save_model
 
 
 class FakeModel:
@@ -37,3 +37,15 @@ def test_a_save_that_fails_leaves_no_partial_directory(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="No space left on device"):
         save_model(FakeModel(disk_full=True), tmp_path, "v2")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_candidates_lose_their_directories_but_recorded_and_outside_ones_stay(tmp_path: Path) -> None:
+    store, outside = tmp_path / "models", tmp_path / "elsewhere"
+    for directory in (store / "killed", store / ".killed.partial", store / "promoted-by-hand", outside):
+        directory.mkdir(parents=True)
+        (directory / "model.safetensors").write_bytes(b"weights")
+    recorded = {str((store / "promoted-by-hand").resolve())}
+    names = ["killed", "promoted-by-hand", "never-saved", "../elsewhere"]
+    assert remove_unsaved(store, names, recorded=recorded) == 2
+    assert sorted(p.name for p in store.iterdir()) == ["promoted-by-hand"]
+    assert outside.is_dir(), "a name leading out of the store is never followed"

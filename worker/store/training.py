@@ -9,7 +9,7 @@ from sqlalchemy import Connection, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from models import Item, ItemLabel, Tag, TagCorrection, TrainingPair
+from models import Item, ItemLabel, ModelVersion, Tag, TagCorrection, TrainingPair
 from worker.locks import AdvisoryLock
 from worker.pipeline.training_pairs import ScoredPair
 
@@ -86,3 +86,19 @@ def add_pairs(session: Session, pairs: list[ScoredPair], *, source: str) -> int:
 def try_retrain_lock(connection: Connection) -> bool:
     """Session-level lock held for the whole run (training outlives any one transaction); False if taken."""
     return bool(connection.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": RETRAIN_LOCK}))
+
+
+def unsaved_failures(session: Session) -> tuple[list[str], set[str]]:
+    """Names of failed candidates that record no directory, and every directory some version records.
+
+    A run that died after saving its model (killed, or its database went away before the verdict) leaves a
+    directory under its candidate's name that no row points at. The paths let the caller spare one an operator
+    registered since (`tagworker model promote DIR`).
+    """
+    names = session.scalars(
+        select(ModelVersion.name).where(
+            ModelVersion.status == "failed", ModelVersion.path.is_(None), ModelVersion.parent_id.is_not(None)
+        )
+    )
+    paths = session.scalars(select(ModelVersion.path).where(ModelVersion.path.is_not(None)))
+    return list(names), {str(p) for p in paths}
