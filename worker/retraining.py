@@ -14,36 +14,32 @@ from __future__ import annotations
 import logging
 import time
 import zlib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from worker.db import session_scope, unlock_quietly
 from worker.evaluation.retrain import score_model
 from worker.evaluation.tagging import Labelled
 from worker.model_store import remove_model_dir, remove_unsaved, save_model, verify_model_dir
 from worker.pipeline.embed import ModelEmbedder, pick_device
-from worker.pipeline.promotion_gate import GateDecision, decide
+from worker.pipeline.promotion_gate import decide
 from worker.pipeline.retrain import TrainParams, fine_tune
 from worker.pipeline.taxonomy import Taxonomy
 from worker.pipeline.training_pairs import ScoredPair, same_tag_pairs
 from worker.processes import usable_cores
+from worker.retrain_verdict import Candidate, RetrainSummary, conclude, settle_unacknowledged
 from worker.settings import Settings
 from worker.store.model_versions import (
-    VersionInfo,
-    activate,
     active_version,
     build_hnsw_index,
     fail_interrupted,
     finish_candidate,
     last_training_at,
-    lock_versions,
     start_candidate,
-    verdict_as_committed,
 )
 from worker.store.tags import current_taxonomy
 from worker.store.training import (
@@ -59,24 +55,6 @@ from worker.store.training import (
 
 log = logging.getLogger(__name__)
 
-# The run's outcome when its verdict's commit applied but raised, by the status the row then shows. `retired`: it
-# was promoted, and an operator rolled back before the row was read again.
-_APPLIED_VERDICTS = {"active": "promoted", "retired": "promoted", "rejected": "rejected"}
-
-
-@dataclass
-class RetrainSummary:
-    """What a run did: skipped (with why), failed, rejected by the gate, or promoted."""
-
-    status: str
-    reason: str = ""
-    version_id: int | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
 class TrainingSet:
@@ -87,16 +65,6 @@ class TrainingSet:
     pairs: list[tuple[str, str, str]]
     vocabulary: list[ScoredPair]
     taxonomy: Taxonomy | None
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """The version being trained: its row, its name, the version it starts from."""
-
-    version_id: int
-    name: str
-    parent: VersionInfo
-    started: float
 
 
 def split_holdout(items: list[LabelledItem], share: float) -> tuple[list[LabelledItem], list[LabelledItem]]:
@@ -191,11 +159,24 @@ class RetrainService:
         except Exception as exc:
             log.exception("retraining candidate %d failed", version_id)
             reason = f"{type(exc).__name__}: {exc}"[:2000]
-            with session_scope(self.engine) as session:
-                finish_candidate(session, version_id, status="failed", seconds=time.perf_counter() - started,
-                                 reason=reason)  # fmt: skip
-                session.commit()
+            self._mark_failed(version_id, seconds=time.perf_counter() - started, reason=reason)
             return RetrainSummary("failed", reason, version_id)
+
+    def _mark_failed(self, version_id: int, *, seconds: float, reason: str) -> None:
+        """Record the failure; when the database cannot take it, the row stays `training` for the next run.
+
+        The next run marks such a row failed (interrupted) and removes its directory, so giving up here loses
+        nothing. The lock timeout bounds the wait behind a verdict transaction the server still holds for a
+        connection it has not yet noticed is gone.
+        """
+        try:
+            with session_scope(self.engine) as session:
+                session.execute(text("SELECT set_config('lock_timeout', '30s', true)"))
+                finish_candidate(session, version_id, status="failed", seconds=seconds, reason=reason)
+                session.commit()
+        except SQLAlchemyError as exc:
+            log.warning("could not mark candidate %d failed (the next run will): %s", version_id,
+                        str(exc).splitlines()[0][:200])  # fmt: skip
 
     def _train(
         self, candidate: Candidate, data: TrainingSet, params: TrainParams, *, show_progress: bool
@@ -245,67 +226,14 @@ class RetrainService:
             raise
         if decision.promote:  # before the switch's transaction, where building it would hold back ingest
             build_hnsw_index(self.engine, candidate.version_id, candidate.parent.dims)
+        verdict: RetrainSummary | None = None
         try:
             with session_scope(self.engine) as session:
-                summary = _conclude(session, candidate, decision, summary_metrics, str(path))
+                verdict = conclude(session, candidate, decision, summary_metrics, str(path))
                 session.commit()
         except Exception as exc:  # a commit that raised may still have been applied: only the row can tell
-            return self._settle_unacknowledged(candidate, path, exc)
+            return settle_unacknowledged(self.engine, candidate, path, exc, verdict=verdict)
+        summary = verdict
         if summary.status == "failed":  # another run marked the row failed: no row will ever point at `path`
             remove_model_dir(path)
         return summary
-
-    def _settle_unacknowledged(self, candidate: Candidate, path: Path, exc: Exception) -> RetrainSummary:
-        """The run's outcome when its verdict's transaction raised, from the candidate's row as committed.
-
-        A commit whose acknowledgement was lost (the connection dropped after COMMIT reached the server) applied:
-        the run reports what it did, and the directory stays, since the row (perhaps the active version) points at
-        it. A verdict that was not applied never will be (nothing retries it) and only the verdict writes the row's
-        path, so the directory is removed and `exc` raised for `_run` to mark the row failed. When the row cannot
-        be read, the directory stays: an orphaned copy costs disk, deleting the active version's weights an outage.
-        """
-        row = verdict_as_committed(self.engine, candidate.version_id)
-        if row is not None and row.path == str(path) and row.status in _APPLIED_VERDICTS:
-            log.warning("candidate %d is %s: its verdict's commit raised after it was applied (%s); keeping %s",
-                        candidate.version_id, row.status, exc, path)  # fmt: skip
-            reason = f"{row.reason} (the commit's acknowledgement was lost, but it was applied: {type(exc).__name__})"
-            status = _APPLIED_VERDICTS[row.status]
-            return RetrainSummary(status, reason, candidate.version_id, dict(row.metrics or {}))
-        if row is not None and row.path is None and row.status in ("training", "failed"):
-            remove_model_dir(path)
-        else:
-            log.warning("candidate %d: could not tell whether its verdict was applied; keeping %s",
-                        candidate.version_id, path)  # fmt: skip
-        raise exc
-
-
-def _conclude(
-    session: Session, candidate: Candidate, decision: GateDecision, metrics: dict[str, Any], path: str
-) -> RetrainSummary:
-    """Record the gate's verdict and promote on it, in the caller's transaction, against the versions as they are now.
-
-    Training takes long. Meanwhile an operator may have rolled back or promoted (the candidate was gated against
-    its parent only, so promoting it would undo that), or this run may have lost its lock and the next run marked
-    its row failed. The version lock keeps a rollback from slipping between this check and the switch.
-    """
-    lock_versions(session)
-    active = active_version(session)
-    promote, reason = decision.promote, decision.reason
-    if promote and (active is None or active.id != candidate.parent.id):
-        now = active.name if active else "none"
-        reason = (
-            f"the active version changed from {candidate.parent.name} to {now} during training; not promoted "
-            f"(`tagworker model promote {candidate.version_id}` if it should be; the gate said: {decision.reason})"
-        )
-        promote = False
-    seconds = time.perf_counter() - candidate.started
-    if not finish_candidate(session, candidate.version_id, status="candidate" if promote else "rejected",
-                            metrics=metrics, path=path, seconds=seconds, reason=reason):  # fmt: skip
-        reason = (
-            f"candidate {candidate.version_id} is no longer training: another run marked it failed after this one "
-            "lost the retraining lock; not promoted"
-        )
-        return RetrainSummary("failed", reason, candidate.version_id, metrics)
-    if promote:
-        activate(session, candidate.version_id)
-    return RetrainSummary("promoted" if promote else "rejected", reason, candidate.version_id, metrics)

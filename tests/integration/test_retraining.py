@@ -32,7 +32,7 @@ from tests.integration.helpers import (
     scratch_database,
     wait_for,
 )
-from worker import retraining
+from worker import retrain_verdict, retraining
 from worker.backfill import BACKFILL_LOCK, BackfillService
 from worker.db import get_engine, session_scope
 from worker.errors import ModelLoadError
@@ -408,14 +408,16 @@ def test_a_run_that_fails_after_saving_its_model_keeps_no_directory(
     assert active_id(engine) == stock
 
 
-def verdict_commit_raises(monkeypatch: pytest.MonkeyPatch, *, applied: bool) -> None:
+def verdict_commit_raises(
+    monkeypatch: pytest.MonkeyPatch, *, applied: bool, then: Callable[[int], None] = lambda _: None
+) -> None:
     """Make the commit of the run's verdict raise as a dropped connection does, after or before it applies.
 
     After: the COMMIT reached the server, its acknowledgement did not. Before: the database went away first, so
     nothing of the verdict's transaction was committed.
     """
     concluding: list[int] = []
-    real_finish, real_commit = retraining.finish_candidate, Session.commit
+    real_finish, real_commit = retrain_verdict.finish_candidate, Session.commit
 
     def finish_and_note(session: Session, version_id: int, **row: Any) -> bool:
         written = real_finish(session, version_id, **row)
@@ -426,12 +428,13 @@ def verdict_commit_raises(monkeypatch: pytest.MonkeyPatch, *, applied: bool) -> 
     def commit_and_lose_the_connection(session: Session) -> None:
         if not concluding:
             return real_commit(session)
-        concluding.clear()
+        version_id = concluding.pop()
         if applied:
             real_commit(session)
+            then(version_id)
         raise OperationalError("COMMIT", None, ConnectionError("server closed the connection unexpectedly"))
 
-    monkeypatch.setattr(retraining, "finish_candidate", finish_and_note)
+    monkeypatch.setattr(retrain_verdict, "finish_candidate", finish_and_note)
     monkeypatch.setattr(Session, "commit", commit_and_lose_the_connection)
 
 
@@ -453,6 +456,18 @@ def test_a_verdict_whose_commit_raised_after_it_applied_is_reported_and_keeps_it
     assert candidate.id == summary.version_id and candidate.status == status
     assert active_id(engine) == (candidate.id if outcome == "promoted" else stock)
     assert model_dirs(settings) == [candidate.name], "the directory the row points at stays"
+
+
+def test_a_rejection_an_operator_promoted_before_the_read_back_is_still_reported_rejected(
+    own_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run reported `promoted` (the row's status by then), and `tagworker.retrain` queued a second backfill."""
+    engine, _ = labelled_stock(own_db)
+    settings = settings_for(tmp_path, min_gain=50, min_ndcg_gain=100)
+    verdict_commit_raises(monkeypatch, applied=True, then=lambda version_id: switch_to(engine, version_id))
+    summary = RetrainService(engine=engine, settings=settings).run(force=True)
+    assert summary.status == "rejected" and "acknowledgement was lost" in summary.reason, summary
+    assert active_id(engine) == summary.version_id, "the operator's promotion stands"
 
 
 def test_a_verdict_whose_commit_was_not_applied_fails_and_keeps_no_directory(
@@ -487,6 +502,32 @@ def test_a_verdict_that_cannot_be_read_back_keeps_its_directory(
     candidate = versions(engine)[-1]
     assert candidate.status == "active" and active_id(engine) == candidate.id
     assert model_dirs(settings) == [candidate.name], "the active version's directory stays"
+
+
+def test_a_failure_the_database_cannot_record_is_left_for_the_next_run(
+    own_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Marking the row failed used to raise out of the run (the task crashed) when the database stayed away."""
+    engine, stock = labelled_stock(own_db)
+    settings = settings_for(tmp_path)
+
+    def database_gone(*_: Any) -> None:
+        raise OperationalError("SELECT 1", None, ConnectionError("could not connect to server"))
+
+    def marking_it_failed(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if "'30s'" in statement:  # the first statement of recording the failure
+            database_gone()
+
+    during_training(monkeypatch, database_gone)
+    event.listen(engine, "before_cursor_execute", marking_it_failed)
+    try:
+        summary = RetrainService(engine=engine, settings=settings).run(force=True)
+    finally:
+        event.remove(engine, "before_cursor_execute", marking_it_failed)
+    assert summary.status == "failed" and "could not connect" in summary.reason, summary
+    assert versions(engine)[-1].status == "training", "the next run marks it failed"
+    RetrainService(engine=engine, settings=settings_for(tmp_path, min_new_labels=10_000)).run()
+    assert versions(engine)[-1].status == "failed" and active_id(engine) == stock
 
 
 def test_a_lost_lock_connection_does_not_hide_the_promotion(
