@@ -39,5 +39,7 @@ class ModelVersion(Base):
     seconds: Mapped[float | None] = mapped_column(Float)
     reason: Mapped[str | None] = mapped_column(Text)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The snapshot (`pg_snapshot` as text) a retraining run read its labels in; see `labels_since`.
+    read_snapshot: Mapped[str | None] = mapped_column(Text)
     # Re-embedding of stored items after this version became active: {"total", "done", "started_at", ...}.
     backfill: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default=text("'{}'::jsonb"))

@@ -38,7 +38,6 @@ from worker.store.model_versions import (
     build_hnsw_index,
     fail_interrupted,
     finish_candidate,
-    last_training_at,
     start_candidate,
 )
 from worker.store.tags import current_taxonomy
@@ -47,8 +46,10 @@ from worker.store.training import (
     LabelledItem,
     labelled_items,
     labels_since,
+    last_run_read,
+    read_in_one_snapshot,
+    read_point,
     scored_pairs,
-    transaction_time,
     try_retrain_lock,
     unsaved_failures,
 )
@@ -118,14 +119,17 @@ class RetrainService:
         with session_scope(self.engine) as session:
             if interrupted := fail_interrupted(session):
                 log.warning("marked %d interrupted training run(s) failed", interrupted)
-            active = active_version(session)
-            new_labels = labels_since(session, last_training_at(session))
-            items, vocabulary, taxonomy = labelled_items(session), scored_pairs(session), current_taxonomy(session)
-            read_time = transaction_time(session)  # before the reads: later labels count toward the next run
             unsaved, recorded = unsaved_failures(session)
             session.commit()
         if removed := remove_unsaved(self.settings.model_store, unsaved, recorded=recorded):
             log.info("removed %d model directories of failed candidates", removed)
+        with session_scope(self.engine) as session:
+            read_in_one_snapshot(session)  # recorded with the run: what it did not see counts toward the next
+            read = read_point(session)
+            active = active_version(session)
+            new_labels = labels_since(session, last_run_read(session))
+            items, vocabulary, taxonomy = labelled_items(session), scored_pairs(session), current_taxonomy(session)
+            session.commit()
         if active is None or not active.path:
             return RetrainSummary("skipped", "no active model version with a directory yet; start a worker first")
         needed = self.settings.training.min_new_labels
@@ -148,7 +152,13 @@ class RetrainService:
         name = f"{active.base_model.rsplit('/', 1)[-1]}-ft-{datetime.now(UTC):%Y%m%d-%H%M%S}"
         with session_scope(self.engine) as session:
             version_id = start_candidate(
-                session, name=name, parent=active, params=asdict(params), data=data, read_at=read_time
+                session,
+                name=name,
+                parent=active,
+                params=asdict(params),
+                data=data,
+                read_at=read.time,
+                read_snapshot=read.snapshot,
             )
             session.commit()
         started = time.perf_counter()

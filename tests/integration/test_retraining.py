@@ -42,7 +42,7 @@ from worker.retraining import RetrainService, RetrainSummary
 from worker.services import ServiceUrls
 from worker.settings import ModelSettings, Settings, TrainingSettings
 from worker.store.model_versions import activate, active_version, register_model_version
-from worker.store.training import RETRAIN_LOCK
+from worker.store.training import RETRAIN_LOCK, read_in_one_snapshot, read_point
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -576,6 +576,39 @@ def test_new_labels_count_by_when_the_server_applied_them(own_db: str, tmp_path:
     label_items(engine, per_topic=1, decided_at=datetime.now(UTC) - timedelta(hours=1))  # a producer's slow clock
     summary = RetrainService(engine=engine, settings=settings_for(tmp_path, min_new_labels=50)).run()
     assert summary.status == "skipped" and "3 new human labels" in summary.reason, summary
+
+
+def test_a_label_whose_transaction_was_open_across_a_run_s_read_counts_toward_the_next(
+    own_db: str, tmp_path: Path
+) -> None:
+    """It began before the run read (so it was stamped earlier) and committed after: neither run counted it."""
+    engine = get_engine(own_db)
+    stock = stock_version(engine)
+    label_items(engine, per_topic=1)  # seen by the run
+    with Session(engine) as open_correction:
+        now = datetime.now(UTC)
+        item = Item(kind="feedback", external_id="slow", event_id=uuid.uuid4(), text="late", content_sha256="0" * 64,
+                    occurred_at=now)  # fmt: skip
+        open_correction.add(item)
+        open_correction.flush()
+        fix = TagCorrection(event_id=uuid.uuid4(), item_id=item.id, added=["pricing"], removed=[], actor="qa",
+                            corrected_at=now, applied_at=func.now())  # fmt: skip
+        open_correction.add(fix)
+        open_correction.flush()
+        tag = open_correction.scalar(select(Tag.id).where(Tag.name == "pricing"))
+        open_correction.add(ItemLabel(item_id=item.id, tag_id=tag, present=True, actor="qa", correction_id=fix.id,
+                                      decided_at=now))  # fmt: skip
+        open_correction.flush()
+        with session_scope(engine) as session:  # a run reads, as `RetrainService._run` does, and records its row
+            read_in_one_snapshot(session)
+            read = read_point(session)
+            run = ModelVersion(name="run", base_model="x", dims=384, status="rejected", parent_id=stock, metrics={},
+                               params={}, created_at=read.time, read_snapshot=read.snapshot)  # fmt: skip
+            session.add(run)
+            session.commit()
+        open_correction.commit()
+    summary = RetrainService(engine=engine, settings=settings_for(tmp_path, min_new_labels=50)).run()
+    assert summary.status == "skipped" and "1 new human labels" in summary.reason, summary
 
 
 @pytest.fixture(scope="module")

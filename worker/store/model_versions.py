@@ -179,16 +179,16 @@ def list_versions(session: Session) -> list[ModelVersion]:
 
 def start_candidate(
     session: Session, *, name: str, parent: VersionInfo, params: dict[str, Any], data: dict[str, Any],
-    read_at: datetime,
+    read_at: datetime, read_snapshot: str | None,
 ) -> int:  # fmt: skip
     """Record a version being trained (status `training`), before any work, so a crash leaves a trace.
 
-    `read_at` is when the run read its labels (the server's time of that transaction), stored as `created_at`:
-    `last_training_at` returns it, so labels applied after the read count toward the next run.
+    `read_at` and `read_snapshot` are when and in which snapshot the run read its labels (`store.training.
+    read_point`): labels that snapshot did not see count toward the next run (`labels_since`).
     """
     row = ModelVersion(
         name=name, base_model=parent.base_model, path=None, dims=parent.dims, status="training", parent_id=parent.id,
-        params=params, data=data, metrics={}, created_at=read_at,
+        params=params, data=data, metrics={}, created_at=read_at, read_snapshot=read_snapshot,
     )  # fmt: skip
     session.add(row)
     session.flush()
@@ -224,18 +224,6 @@ def fail_interrupted(session: Session) -> int:
         .values(status="failed", reason="interrupted: the process training it stopped", finished_at=func.now())
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
-
-
-def last_training_at(session: Session) -> datetime | None:
-    """When the last retraining run that did not fail read its labels (promoted, rejected, or still training).
-
-    A failed run (killed, or crashed) trained nothing, so the labels before it still count toward the next.
-    """
-    return session.scalar(
-        select(func.max(ModelVersion.created_at)).where(
-            ModelVersion.parent_id.is_not(None), ModelVersion.status != "failed"
-        )
-    )
 
 
 def lock_versions(session: Session) -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, func, select, text
+from sqlalchemy import Connection, cast, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
+from sqlalchemy.types import UserDefinedType
 
 from models import Item, ItemLabel, ModelVersion, Tag, TagCorrection, TrainingPair
 from worker.locks import AdvisoryLock
@@ -38,26 +40,65 @@ def labelled_items(session: Session) -> list[LabelledItem]:
     return [LabelledItem(int(r.id), r.text, sorted(r.tags)) for r in rows]
 
 
-def transaction_time(session: Session) -> datetime:
-    """The server's `now()` in the caller's transaction: when it began, so before any of its reads.
+@dataclass(frozen=True)
+class ReadPoint:
+    """When, and in which snapshot (`pg_snapshot` as text), a retraining run read the labels."""
 
-    `labels_since` of this time counts every label applied by a transaction that began later, whether or not
-    the reads saw it; a correction whose transaction was already open then is stamped earlier and not counted.
+    time: datetime
+    snapshot: str | None
+
+
+def read_in_one_snapshot(session: Session) -> None:
+    """Make every read of the caller's transaction see one snapshot, the one `read_point` returns.
+
+    Call before the transaction's first statement.
     """
-    return session.execute(select(func.now())).scalar_one()
+    session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
 
 
-def labels_since(session: Session, since: datetime | None) -> int:
-    """Human decisions applied after `since`, a server timestamp (all of them when None).
+def read_point(session: Session) -> ReadPoint:
+    """The caller's transaction's start (the server's `now()`) and its snapshot."""
+    row = session.execute(text("SELECT now() AS time, pg_current_snapshot()::text AS snapshot")).one()
+    return ReadPoint(row.time, row.snapshot)
 
-    Compared by when the server applied the correction behind each label: the label's `decided_at` is the
-    producer's clock, and one running behind would hide its labels from the count.
+
+def last_run_read(session: Session) -> ReadPoint | None:
+    """What the last retraining run that did not fail read (promoted, rejected, or still training).
+
+    A failed run (killed, or crashed) trained nothing, so the labels before it still count toward the next.
+    """
+    row = session.execute(
+        select(ModelVersion.created_at, ModelVersion.read_snapshot)
+        .where(ModelVersion.parent_id.is_not(None), ModelVersion.status != "failed")
+        .order_by(ModelVersion.created_at.desc())
+        .limit(1)
+    ).first()
+    return ReadPoint(row.created_at, row.read_snapshot) if row else None
+
+
+def labels_since(session: Session, since: ReadPoint | None) -> int:
+    """Human decisions the run that read at `since` did not see (all of them when None).
+
+    By snapshot: a correction whose transaction was still open when that run read counts, though it began
+    earlier. Rows without a transaction id, and runs without a snapshot (both from before migration 0009), are
+    compared by when the server applied the correction: the label's `decided_at` is the producer's clock, and
+    one running behind would hide its labels from the count.
     """
     query = select(func.count()).select_from(ItemLabel)
     if since is not None:
-        applied = func.coalesce(TagCorrection.applied_at, TagCorrection.received_at)
-        query = query.join(TagCorrection, TagCorrection.id == ItemLabel.correction_id).where(applied > since)
+        applied = func.coalesce(TagCorrection.applied_at, TagCorrection.received_at) > since.time
+        if since.snapshot is not None:
+            visible = func.pg_visible_in_snapshot(TagCorrection.applied_xid, cast(since.snapshot, _PgSnapshot()))
+            applied = func.coalesce(~visible, applied)
+        query = query.join(TagCorrection, TagCorrection.id == ItemLabel.correction_id).where(applied)
     return int(session.scalar(query) or 0)
+
+
+class _PgSnapshot(UserDefinedType[str]):
+    cache_ok = True
+
+    def get_col_spec(self, **_: Any) -> str:
+        return "pg_snapshot"
 
 
 def scored_pairs(session: Session) -> list[ScoredPair]:
