@@ -87,7 +87,17 @@ class IngestService:
         self.batching = batching
         self.tagging = tagging
         self.themes = themes
-        self.version_retired = False  # set when a batch found its version retired; the runtime switches then
+        self._version_retired = False
+
+    @property
+    def version_retired(self) -> bool:
+        """Whether a batch was refused because a switch retired this service's model version, since the last
+        `clear_version_retired`: the runtime then looks up the active version before the next batch."""
+        return self._version_retired
+
+    def clear_version_retired(self) -> None:
+        """Forget a refusal once the active version was looked up (a rollback may have made ours active again)."""
+        self._version_retired = False
 
     def run(self, messages: list[RawMessage]) -> BatchSummary:
         """Process one batch; see the module docstring for the guarantees."""
@@ -98,7 +108,7 @@ class IngestService:
             self._process(parsed, summary)
         except ModelVersionRetired as exc:
             log.info("%s; requeueing %d messages for the active version", exc, len(messages))
-            self.version_retired = summary.requeue = True
+            self._version_retired = summary.requeue = True
         except Exception as exc:
             if is_transient(exc):
                 # The database is away: recording the events as failed would lose them for good if it came back

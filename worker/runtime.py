@@ -94,7 +94,9 @@ def load_serving_model(engine: Engine, settings: Settings) -> tuple[ModelEmbedde
                 settings.model.name_or_path)  # fmt: skip
         model = settings.model.model_copy(update={"name_or_path": active.path})
         return load_embedder(model, cache_dir=cache_dir, version_name=active.name), active.id
-    embedder = load_embedder(settings.model, cache_dir=cache_dir)
+    # The configured model. When it is the active version, `choose_serving` hashed its weights to tell: it is
+    # loaded under that version's name rather than hashed again (about a second per load of a 90 MB file).
+    embedder = load_embedder(settings.model, cache_dir=cache_dir, version_name=active.name if active else None)
     with engine.begin() as connection:
         version_id = register_model_version(
             connection, name=embedder.version_name, base_model=settings.model.name_or_path, path=configured,
@@ -165,7 +167,7 @@ def _version_changed(runtime: Runtime) -> bool:
             active = active_version_id(connection)
     except Exception:  # the database being away is the batch's problem, handled there with retries
         return False
-    runtime.ingest.version_retired = False  # checked; a rollback may have made it active again
+    runtime.ingest.clear_version_retired()  # checked; a rollback may have made it active again
     if active is not None and active != runtime.model_version_id:
         log.info("model version %d became active (was %d); switching at this batch boundary", active,
                  runtime.model_version_id)  # fmt: skip

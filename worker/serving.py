@@ -14,7 +14,8 @@ Choice = Literal["configured", "active"]
 
 
 def choose_serving(active: VersionInfo | None, configured: str, name_or_path: str) -> Choice:
-    """`configured`: load and register the configured model (it is the active version, or none is active);
+    """`configured`: load and register the configured model (it is the active version: its weights hash to that
+    version's name, so it can be loaded under that name without hashing them again; or none is active);
     `active`: load the active version from its own directory.
 
     Args:

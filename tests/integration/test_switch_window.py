@@ -129,6 +129,16 @@ def test_the_configured_directory_promoted_under_its_own_name_is_served(engine: 
     assert (serving, embedder.version_name) == (version, promoted)
 
 
+def test_a_restart_serves_the_configured_model_under_its_active_versions_name(engine: Engine, tmp_path: Path) -> None:
+    """The name comes from the weights hash that chose it; the restart registers no other version."""
+    first, registered = load_serving_model(engine, torch_settings(tmp_path))  # the first start registers it
+    embedder, serving = load_serving_model(engine, torch_settings(tmp_path))
+    with engine.connect() as conn:
+        names = conn.scalars(text("SELECT name FROM model_versions")).all()
+    assert (serving, embedder.version_name) == (registered, first.version_name)
+    assert names == [first.version_name]
+
+
 def test_a_tagger_fit_holds_back_no_ingest_write(engine: Engine) -> None:
     """The fit's advisory lock had the switch's key, so each batch's last statement waited for a whole fit."""
     old, _ = versions(engine)

@@ -35,6 +35,18 @@ def test_no_active_version_or_the_configured_one_registers_the_configured_model(
     assert choose_serving(version(version_name_for(hub, hub), hub), hub, hub) == "configured"
 
 
+def test_the_configured_model_is_chosen_only_when_its_weights_hash_to_the_active_versions_name(
+    tmp_path: Path,
+) -> None:
+    """The runtime then loads it under that name, without hashing the weights a second time."""
+    configured = model_dir(tmp_path / "m")
+    registered = version(version_name_for(configured, configured), None)
+    assert choose_serving(registered, configured, configured) == "configured"
+    (Path(configured) / "model.safetensors").write_bytes(b"weights v2")
+    with pytest.raises(ModelLoadError, match="the active version has no directory"):
+        choose_serving(registered, configured, configured)
+
+
 def test_a_fine_tuned_version_elsewhere_is_served_from_its_own_directory(tmp_path: Path) -> None:
     configured = model_dir(tmp_path / "m")
     tuned = model_dir(tmp_path / "store" / "m-ft-20261128", b"tuned")

@@ -197,7 +197,8 @@ def load_embedder(
 
     On CPU, a checked ONNX export of this version in `cache_dir` is loaded from its files alone, without
     importing torch; the first load of a version makes that export. `version_name` names a registered version
-    (a fine-tuned one from the model store) instead of deriving it.
+    (a fine-tuned one from the model store, or the active version whose weights the caller hashed already)
+    instead of deriving it, which hashes the weights file.
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
