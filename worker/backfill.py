@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -60,16 +60,31 @@ class BackfillSummary:
 class BackfillProgress:
     """One run's progress, kept on the version's row (`model_versions.backfill`, which `tagworker status` shows)."""
 
-    total: int
-    started_at: str
+    total: int = 0
     done: int = 0
     failed: list[int] = field(default_factory=list)  # items the model raised on: no vector under this version
+    started_at: str | None = None  # None: no run has found items to re-embed since the version became active
     finished_at: str | None = None
 
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> BackfillProgress:
+        """The progress a stored row holds; a key it lacks takes its default.
+
+        Args:
+            row: `model_versions.backfill`: {} before any run, and no `failed` in rows written by releases that did
+                not keep the items the model failed on.
+        """
+        return cls(total=row.get("total", 0), done=row.get("done", 0), failed=list(row.get("failed", [])),
+                   started_at=row.get("started_at"), finished_at=row.get("finished_at"))  # fmt: skip
+
     def as_json(self) -> dict[str, Any]:
-        """The row's value: total, done, failed, started_at, and finished_at once the run got to the end."""
-        row: dict[str, Any] = {"total": self.total, "done": self.done, "failed": list(self.failed),
-                               "started_at": self.started_at}  # fmt: skip
+        """The row's value: failed; total, done and started_at once a run started; finished_at once one got to the end.
+
+        A version found with nothing to re-embed gets only failed and finished_at: no run started.
+        """
+        row: dict[str, Any] = {"failed": list(self.failed)}
+        if self.started_at is not None:
+            row |= {"total": self.total, "done": self.done, "started_at": self.started_at}
         if self.finished_at is not None:
             row["finished_at"] = self.finished_at
         return row
@@ -125,14 +140,15 @@ class BackfillService:
         build_hnsw_index(self.engine, self.model_version_id, self.embedder.dims)
         # Items the model failed on in an earlier run since this version became active are not tried again.
         with session_scope(self.engine) as session:
-            earlier = backfill_progress(session, self.model_version_id)
-        failed = list(earlier.get("failed", []))
-        total = missing_count(self.engine, self.model_version_id, failed)
+            earlier = BackfillProgress.from_row(backfill_progress(session, self.model_version_id))
+        total = missing_count(self.engine, self.model_version_id, earlier.failed)
         if total == 0:
-            if "finished_at" not in earlier:  # the run that got to the end stopped before it could say so
-                self._record(earlier | {"failed": failed, "finished_at": datetime.now(UTC).isoformat()})
-            return "done", 0, failed
-        state = BackfillProgress(total=total, started_at=datetime.now(UTC).isoformat(), failed=failed)
+            # Say it finished: nothing was left to re-embed, or the run that got to the end stopped before it could.
+            if earlier.finished_at is None:
+                earlier.finished_at = datetime.now(UTC).isoformat()
+                self._record(earlier)
+            return "done", 0, earlier.failed
+        state = BackfillProgress(total=total, started_at=datetime.now(UTC).isoformat(), failed=earlier.failed)
         while True:
             # Checked per chunk: a backfill takes long, and one for a retired version would hold the lock the
             # active version's backfill needs while writing vectors nothing reads.
@@ -190,9 +206,9 @@ class BackfillService:
         set_backfill(session, self.model_version_id, state.as_json())
         return len(rows)
 
-    def _record(self, progress: dict[str, Any]) -> None:
+    def _record(self, state: BackfillProgress) -> None:
         with session_scope(self.engine) as session:
-            set_backfill(session, self.model_version_id, progress)
+            set_backfill(session, self.model_version_id, state.as_json())
             session.commit()
 
     def _failed_alone(self, rows: Sequence[Any], errors: dict[int, str], state: BackfillProgress) -> None:

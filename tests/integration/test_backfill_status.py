@@ -19,7 +19,7 @@ from worker.db import get_engine, session_scope
 from worker.pipeline.embed import Embeddings
 from worker.processes import service_env
 from worker.services import ServiceUrls
-from worker.store.model_versions import activate, register_model_version
+from worker.store.model_versions import activate, register_model_version, set_backfill
 
 pytestmark = pytest.mark.integration
 
@@ -117,12 +117,48 @@ def test_status_of_a_backfill_that_failed_on_nothing_says_nothing_of_failures(ow
 
 def test_model_list_shows_the_failed_count_of_each_version(own_db: str, stack: ServiceUrls) -> None:
     """The backfill column said `5/28` for a version that had left 23 items without a vector."""
-    backfilled_with_failures(get_engine(own_db), poisoned=2)
+    engine = get_engine(own_db)
+    backfilled_with_failures(engine, poisoned=2)
+    with engine.begin() as conn:  # what a backfill of `old` that the switch to `new` cut short leaves
+        cut_short = {"total": 9, "done": 4, "failed": [], "started_at": "2026-11-27T00:00:00+00:00"}
+        query = "UPDATE model_versions SET backfill = CAST(:row AS jsonb) WHERE name = 'old@status'"
+        conn.execute(text(query), {"row": json.dumps(cut_short)})
 
     shown = tagworker("model", "list", database_url=own_db, broker_url=stack.broker_url).stderr
     listed = json.loads(tagworker("model", "list", "--json", database_url=own_db, broker_url=stack.broker_url).stdout)
 
     new_row = next(line for line in shown.splitlines() if "new@status" in line)
-    assert "5/7, 2 failed" in new_row, shown
+    old_row = next(line for line in shown.splitlines() if "old@status" in line)
+    assert "5 / 7 done, 2 failed" in new_row, shown
+    assert "4 / 9 stopped" in old_row, shown  # not `running`: a retired version's backfill gave up
     assert "they stay without a vector under it" in shown, shown
     assert [len(r["backfill"].get("failed", [])) for r in listed] == [0, 2], listed
+
+
+@pytest.mark.parametrize(
+    ("row", "written"),
+    [
+        ({}, {"failed": []}),  # the version was just activated, and every item has a vector under it already
+        (  # left by a release that did not keep failed items, by a run that stopped before it could say it finished
+            {"total": 3, "done": 3, "started_at": "2026-11-27T00:00:00+00:00"},
+            {"total": 3, "done": 3, "failed": [], "started_at": "2026-11-27T00:00:00+00:00"},
+        ),
+    ],
+)
+def test_a_backfill_with_nothing_to_embed_marks_the_row_finished(
+    own_db: str, row: dict[str, object], written: dict[str, object]
+) -> None:
+    engine = get_engine(own_db)
+    with engine.begin() as conn:
+        version = register_model_version(conn, name="empty@status", base_model="fake", path=None, dims=DIMS)
+    with session_scope(engine) as session:
+        activate(session, version)
+        set_backfill(session, version, row)
+        session.commit()
+
+    summary = BackfillService(engine=engine, embedder=PoisonEmbedder(), model_version_id=version, chunk=10).run()  # type: ignore[arg-type]
+
+    with engine.connect() as conn:
+        stored = conn.scalar(text("SELECT backfill FROM model_versions WHERE id = :v"), {"v": version})
+    assert (summary.status, summary.embedded) == ("done", 0), summary
+    assert stored.pop("finished_at") and stored == written, stored

@@ -111,9 +111,15 @@ def settings_and_urls(*, start_embedded: bool = True) -> tuple[Settings, Service
     return settings, resolve(settings, start_embedded=start_embedded)
 
 
-def backfill_text(fill: Mapping[str, Any]) -> str:
-    """`118 / 120 done, 2 failed`: a backfill summary (`worker.store.status.backfill_summary`) for a table cell."""
-    state = "done" if fill.get("finished_at") else "running"
+def backfill_text(fill: Mapping[str, Any], *, active: bool = True) -> str:
+    """`118 / 120 done, 2 failed`: a backfill summary (`worker.store.status.backfill_summary`) for a table cell.
+
+    '' before any backfill. An unfinished one is `running` for the active version, `stopped` for another: a
+    version that is no longer active gives its backfill up, and starts a fresh one if it is activated again.
+    """
+    if not fill:
+        return ""
+    state = "done" if fill.get("finished_at") else "running" if active else "stopped"
     progress = f"{fill.get('done', 0)} / {fill.get('total', 0)} {state}"
     return f"{progress}, {fill['failed']} failed" if fill.get("failed") else progress
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from worker.cli.common import clean_errors, console, settings_and_urls
+from worker.cli.common import backfill_text, clean_errors, console, settings_and_urls
 from worker.db import get_engine, session_scope
 from worker.errors import ModelVersionError
 
@@ -42,6 +42,7 @@ def _change(before_after: list[Any]) -> str:
 def list_models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Every version: stock, candidates (promoted, rejected, failed), with the gate's before/after metrics."""
     from worker.store.model_versions import list_versions
+    from worker.store.status import backfill_summary
 
     with clean_errors():
         _, urls = settings_and_urls(start_embedded=False)
@@ -54,21 +55,13 @@ def list_models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
         for column in ("id", "name", "status", "from", "accuracy", "nDCG@10", "backfill", "reason"):
             table.add_column(column, overflow="fold")
         for r in rows:
+            fill = backfill_text(backfill_summary(r["backfill"]), active=r["status"] == "active")
             table.add_row(str(r["id"]), r["name"], r["status"], str(r["parent_id"] or ""), _change(r["accuracy"]),
-                          _change(r["ndcg10"]), _backfill_cell(r["backfill"]), (r["reason"] or "")[:120])  # fmt: skip
+                          _change(r["ndcg10"]), fill, (r["reason"] or "")[:120])  # fmt: skip
         console.print(table)
         if any(r["backfill"].get("failed") for r in rows):
             console.print("failed: items the version's model raised on; they stay without a vector under it "
                           "(`tagworker status` lists the active version's)")  # fmt: skip
-
-
-def _backfill_cell(fill: dict[str, Any]) -> str:
-    """`118/120, 2 failed` ('' before any backfill); `failed` on the row holds the ids."""
-    if not fill:
-        return ""
-    progress = f"{fill.get('done', 0)}/{fill.get('total', 0)}"
-    failed = len(fill.get("failed", []))
-    return f"{progress}, {failed} failed" if failed else progress
 
 
 @model_app.command("promote")
