@@ -12,6 +12,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -408,6 +409,21 @@ def test_a_run_that_fails_after_saving_its_model_keeps_no_directory(
     assert active_id(engine) == stock
 
 
+@contextmanager
+def statements_fail(engine: Engine, marker: str) -> Iterator[None]:
+    """Statements of `engine` that contain `marker` fail as they do while the database is away."""
+
+    def fail(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if marker in statement:
+            raise OperationalError(statement, None, ConnectionError("could not connect to server"))
+
+    event.listen(engine, "before_cursor_execute", fail)
+    try:
+        yield
+    finally:
+        event.remove(engine, "before_cursor_execute", fail)
+
+
 def verdict_commit_raises(
     monkeypatch: pytest.MonkeyPatch, *, applied: bool, then: Callable[[int], None] = lambda _: None
 ) -> None:
@@ -487,17 +503,9 @@ def test_a_verdict_that_cannot_be_read_back_keeps_its_directory(
     """When the database stays away, the run cannot tell whether the promotion applied: it keeps the weights."""
     engine, _ = labelled_stock(own_db)
     settings = settings_for(tmp_path, min_gain=-100)
-
-    def database_still_gone(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-        if "FOR SHARE" in statement:  # reading the verdict back
-            raise OperationalError(statement, None, ConnectionError("could not connect to server"))
-
     verdict_commit_raises(monkeypatch, applied=True)
-    event.listen(engine, "before_cursor_execute", database_still_gone)
-    try:
+    with statements_fail(engine, "FOR SHARE"):  # reading the verdict back
         summary = RetrainService(engine=engine, settings=settings).run(force=True)
-    finally:
-        event.remove(engine, "before_cursor_execute", database_still_gone)
     assert summary.status == "failed" and "server closed the connection" in summary.reason, summary
     candidate = versions(engine)[-1]
     assert candidate.status == "active" and active_id(engine) == candidate.id
@@ -511,19 +519,12 @@ def test_a_failure_the_database_cannot_record_is_left_for_the_next_run(
     engine, stock = labelled_stock(own_db)
     settings = settings_for(tmp_path)
 
-    def database_gone(*_: Any) -> None:
+    def database_gone() -> None:
         raise OperationalError("SELECT 1", None, ConnectionError("could not connect to server"))
 
-    def marking_it_failed(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-        if "'30s'" in statement:  # the first statement of recording the failure
-            database_gone()
-
     during_training(monkeypatch, database_gone)
-    event.listen(engine, "before_cursor_execute", marking_it_failed)
-    try:
+    with statements_fail(engine, "'30s'"):  # the first statement of recording the failure
         summary = RetrainService(engine=engine, settings=settings).run(force=True)
-    finally:
-        event.remove(engine, "before_cursor_execute", marking_it_failed)
     assert summary.status == "failed" and "could not connect" in summary.reason, summary
     assert versions(engine)[-1].status == "training", "the next run marks it failed"
     RetrainService(engine=engine, settings=settings_for(tmp_path, min_new_labels=10_000)).run()
@@ -609,6 +610,21 @@ def test_a_label_whose_transaction_was_open_across_a_run_s_read_counts_toward_th
         open_correction.commit()
     summary = RetrainService(engine=engine, settings=settings_for(tmp_path, min_new_labels=50)).run()
     assert summary.status == "skipped" and "1 new human labels" in summary.reason, summary
+
+
+def test_labels_after_a_run_read_in_another_cluster_count(own_db: str, tmp_path: Path) -> None:
+    """After a dump restored into another cluster, the last run's snapshot is far ahead of the new ids: by the
+    snapshot alone every new label looked seen, and retraining never triggered again."""
+    engine = get_engine(own_db)
+    stock = stock_version(engine)
+    with session_scope(engine) as session:
+        session.add(ModelVersion(name="run", base_model="x", dims=384, status="rejected", parent_id=stock, metrics={},
+                                 params={}, created_at=datetime.now(UTC) - timedelta(hours=1),
+                                 read_snapshot="9000000000:9000000000:"))  # fmt: skip
+        session.commit()
+    label_items(engine, per_topic=1)
+    summary = RetrainService(engine=engine, settings=settings_for(tmp_path, min_new_labels=50)).run()
+    assert summary.status == "skipped" and "3 new human labels" in summary.reason, summary
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, cast, func, select, text
+from sqlalchemy import Connection, and_, cast, func, or_, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 from sqlalchemy.types import UserDefinedType
@@ -38,6 +38,10 @@ def labelled_items(session: Session) -> list[LabelledItem]:
         .order_by(Item.id)
     ).all()
     return [LabelledItem(int(r.id), r.text, sorted(r.tags)) for r in rows]
+
+
+# Far longer than a correction's transaction stays open (one ingest batch).
+_LONGEST_CORRECTION = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -79,18 +83,22 @@ def last_run_read(session: Session) -> ReadPoint | None:
 def labels_since(session: Session, since: ReadPoint | None) -> int:
     """Human decisions the run that read at `since` did not see (all of them when None).
 
-    By snapshot: a correction whose transaction was still open when that run read counts, though it began
-    earlier. Rows without a transaction id, and runs without a snapshot (both from before migration 0009), are
-    compared by when the server applied the correction: the label's `decided_at` is the producer's clock, and
-    one running behind would hide its labels from the count.
+    A correction stamped (by the server, when its transaction began) after the run's read counts; so does one
+    stamped up to `_LONGEST_CORRECTION` before it whose transaction the run's snapshot did not see: it was still
+    open, and committed after the read. Transaction ids mean something only in the cluster that gave them; the
+    stamp bound keeps a database restored into another cluster from counting long-past labels again, and the
+    stamp rule alone counts everything after the read. Rows and runs from before migration 0009 have no ids.
+    The label's own `decided_at` is the producer's clock and is not used: one running behind would hide labels.
     """
     query = select(func.count()).select_from(ItemLabel)
     if since is not None:
-        applied = func.coalesce(TagCorrection.applied_at, TagCorrection.received_at) > since.time
+        stamped = func.coalesce(TagCorrection.applied_at, TagCorrection.received_at)
+        counted = stamped > since.time
         if since.snapshot is not None:
             visible = func.pg_visible_in_snapshot(TagCorrection.applied_xid, cast(since.snapshot, _PgSnapshot()))
-            applied = func.coalesce(~visible, applied)
-        query = query.join(TagCorrection, TagCorrection.id == ItemLabel.correction_id).where(applied)
+            unseen = and_(stamped > since.time - _LONGEST_CORRECTION, ~func.coalesce(visible, True))
+            counted = or_(counted, unseen)
+        query = query.join(TagCorrection, TagCorrection.id == ItemLabel.correction_id).where(counted)
     return int(session.scalar(query) or 0)
 
 
