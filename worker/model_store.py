@@ -51,16 +51,20 @@ def remove_model_dir(path: Path) -> None:
     log.info("removed model directory %s: no model version points at it", path)
 
 
-def remove_unsaved(root: Path, names: Iterable[str], *, recorded: set[str]) -> int:
+def remove_unsaved(root: Path, names: Iterable[str], *, recorded: Iterable[str]) -> int:
     """Delete the directories (and half-written copies) of failed candidates under `root`; returns how many.
 
-    A directory some version records in `recorded` stays, and so does a name that would lead out of `root`.
+    A directory some version records in `recorded` (in any spelling) stays, and so does anything but a plain
+    directory named by one path component: a name like `..` or `a/../b`, or a symbolic link.
     """
     root = root.resolve()
+    kept = {Path(p).resolve() for p in recorded}
     removed = 0
     for name in names:
+        if name in ("", ".", "..") or Path(name).name != name:
+            continue
         for path in (root / name, root / f".{name}.partial"):
-            if path.parent.resolve() != root or str(path.resolve()) in recorded or not path.is_dir():
+            if path.is_symlink() or not path.is_dir() or path.resolve() in kept:
                 continue
             remove_model_dir(path)
             removed += not path.exists()

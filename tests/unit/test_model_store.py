@@ -41,11 +41,12 @@ def test_a_save_that_fails_leaves_no_partial_directory(tmp_path: Path) -> None:
 
 def test_failed_candidates_lose_their_directories_but_recorded_and_outside_ones_stay(tmp_path: Path) -> None:
     store, outside = tmp_path / "models", tmp_path / "elsewhere"
-    for directory in (store / "killed", store / ".killed.partial", store / "promoted-by-hand", outside):
+    for directory in (store / "killed", store / ".killed.partial", store / "promoted-by-hand", store / "sub", outside):
         directory.mkdir(parents=True)
         (directory / "model.safetensors").write_bytes(b"weights")
-    recorded = {str((store / "promoted-by-hand").resolve())}
-    names = ["killed", "promoted-by-hand", "never-saved", "../elsewhere"]
+    (store / "link").symlink_to(outside)
+    recorded = {str(store / "sub" / ".." / "promoted-by-hand")}  # another spelling of the same directory
+    names = ["killed", "promoted-by-hand", "never-saved", "..", "../elsewhere", "sub/../link", "link", "."]
     assert remove_unsaved(store, names, recorded=recorded) == 2
-    assert sorted(p.name for p in store.iterdir()) == ["promoted-by-hand"]
-    assert outside.is_dir(), "a name leading out of the store is never followed"
+    assert sorted(p.name for p in store.iterdir()) == ["link", "promoted-by-hand", "sub"]
+    assert (outside / "model.safetensors").is_file(), "nothing outside the store is followed"
