@@ -12,6 +12,7 @@ from numpy.typing import NDArray
 from sqlalchemy import Engine
 
 from worker.db import session_scope
+from worker.errors import ModelVersionRetired
 from worker.pipeline.cluster import ClusterParams, ClusterResult, assign, cluster_vectors
 from worker.pipeline.cluster_labels import ctfidf_keywords, representatives, short_label
 from worker.pipeline.cluster_match import match_clusters
@@ -23,6 +24,7 @@ from worker.store.clusters import (
     finish_run,
     live_themes_elsewhere,
     load_feedback,
+    mark_interrupted_runs,
     members_awaiting_vectors,
     record_lineage,
     release_members_of,
@@ -32,7 +34,7 @@ from worker.store.clusters import (
     start_run,
     try_lock,
 )
-from worker.store.model_versions import backfill_progress
+from worker.store.model_versions import backfill_progress, check_not_retired, version_status
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,11 @@ class ClusteringService:
         with session_scope(self.engine) as session:
             if not try_lock(session):
                 return self._skip(session, run_id, started, 0, "another clustering run is in progress")
+            if interrupted := mark_interrupted_runs(session, run_id):
+                log.warning("marked %d interrupted clustering run(s) failed", interrupted)
+            if version_status(session, self.model_version_id) == "retired":  # a worker that has not switched yet
+                why = f"model version {self.model_version_id} is retired; the active version's runs keep the themes"
+                return self._skip(session, run_id, started, 0, why)
             # Items the backfill failed to embed (it logged them) will never have a vector: waiting for them
             # would stop clustering for good.
             waiting = members_awaiting_vectors(
@@ -105,6 +112,12 @@ class ClusteringService:
             if result.n_clusters == 0:
                 return self._skip(session, run_id, started, n, f"HDBSCAN found no cluster in {n} items")
             self._write(session, run_id, feedback, result)
+            try:  # a switch during the run: its themes would take every theme back to the retired version
+                check_not_retired(session, self.model_version_id)
+            except ModelVersionRetired:
+                session.rollback()
+                why = f"model version {self.model_version_id} was retired during the run; nothing written"
+                return self._skip(session, run_id, started, n, why)
             seconds = time.perf_counter() - started
             finish_run(session, run_id, status="succeeded", seconds=seconds, items=n, clusters=result.n_clusters,
                        noise_share=round(result.noise_share, 4))  # fmt: skip
@@ -167,6 +180,10 @@ class ThemeAssigner:
         self.threshold = threshold
         self.check_interval_s = check_interval_s
         self._themes = Themes([], np.zeros((0, 1), np.float32))
+        self._loaded_at = -float("inf")
+
+    def reload(self) -> None:
+        """Read the themes again before the next assignment (a run replaced them)."""
         self._loaded_at = -float("inf")
 
     def assign(self, vectors: NDArray[np.float32]) -> tuple[list[int | None], list[float]] | None:

@@ -27,7 +27,7 @@ from worker.pipeline.batch import EmbedOutcome, Sorted, embed_newest_that_embeds
 from worker.pipeline.embed import Embedder
 from worker.pipeline.validate import Accepted, RawMessage, Rejection, parse_message, raw_text
 from worker.settings import BatchingSettings, IngestSettings
-from worker.store.clusters import set_members
+from worker.store.clusters import set_live_members
 from worker.store.items import ItemRow, known_event_hashes, remember_superseded, upsert_items
 from worker.store.model_versions import check_not_retired
 from worker.store.rejected import record_rejections
@@ -208,8 +208,11 @@ class IngestService:
             kept = [(written[outcome.events[r].event.event_id], t, sim)
                     for r, t, sim in zip(theme_rows, theme_ids, similarity, strict=True)
                     if outcome.events[r].event.event_id in written]  # fmt: skip
-            set_members(session, item_ids=[k[0] for k in kept], cluster_ids=[k[1] for k in kept],
-                        similarity=[k[2] for k in kept], method="live", run_id=None)  # fmt: skip
+            dropped = set_live_members(session, item_ids=[k[0] for k in kept], cluster_ids=[k[1] for k in kept],
+                                       similarity=[k[2] for k in kept])  # fmt: skip
+            if dropped and self.themes is not None:
+                log.info("%d items of this batch matched themes a clustering run retired meanwhile: noise", dropped)
+                self.themes.reload()
         applied, unapplied = apply_corrections(session, batch.corrections)
         record_rejections(session, rejections + unapplied)
         if rows:  # vectors, tags and themes of this version were written

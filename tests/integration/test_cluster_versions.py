@@ -11,11 +11,13 @@ import pytest
 from sqlalchemy import Engine, text
 
 from tests.integration.helpers import scratch_database
+from worker import clustering
 from worker.clustering import ClusteringService
 from worker.db import get_engine, session_scope
 from worker.services import ServiceUrls
 from worker.settings import ClusteringSettings
-from worker.store.model_versions import register_model_version, set_backfill
+from worker.store.clusters import retire, set_live_members, start_run
+from worker.store.model_versions import activate, register_model_version, set_backfill
 
 pytestmark = pytest.mark.integration
 
@@ -108,3 +110,63 @@ def test_after_a_finished_backfill_items_the_model_failed_on_do_not_stop_cluster
 
     assert ClusteringService(engine=engine, model_version_id=new, settings=SETTINGS).run().status == "succeeded"
     assert set(live_themes(engine).values()) == {new}
+
+
+def switch_to(engine: Engine, version_id: int) -> None:
+    with session_scope(engine) as session:
+        activate(session, version_id)
+        session.commit()
+
+
+def test_a_run_of_a_version_retired_before_or_during_it_writes_nothing(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that had not switched yet, or `cluster run` reading the active version before a switch, took
+    every theme back to the retired version, and the active version's live assignment found none."""
+    old, new, items = clustered_then_promoted(engine)
+    switch_to(engine, new)
+    backfill(engine, items, source=old, target=new)
+    assert ClusteringService(engine=engine, model_version_id=new, settings=SETTINGS).run().status == "succeeded"
+    themes = live_themes(engine)
+
+    late = ClusteringService(engine=engine, model_version_id=old, settings=SETTINGS).run()
+    assert late.status == "skipped" and "is retired" in (late.message or ""), late
+    assert live_themes(engine) == themes
+
+    real = clustering.cluster_vectors
+
+    def switch_meanwhile(*args: object, **kwargs: object) -> object:
+        switch_to(engine, old)  # a rollback while the new version's run computes
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(clustering, "cluster_vectors", switch_meanwhile)
+    during = ClusteringService(engine=engine, model_version_id=new, settings=SETTINGS).run()
+    assert during.status == "skipped" and "retired during the run" in (during.message or ""), during
+    assert live_themes(engine) == themes
+
+
+def test_live_assignment_to_a_theme_retired_meanwhile_makes_noise(engine: Engine) -> None:
+    """The assigner reads themes before the batch's transaction; the dashboards showed items in a retired theme."""
+    _, _, items = clustered_then_promoted(engine)
+    theme, other = sorted(live_themes(engine))[:2]
+    with session_scope(engine) as session:
+        retire(session, [theme])
+        dropped = set_live_members(session, item_ids=items[:2], cluster_ids=[theme, other], similarity=[0.9, 0.8])
+        session.commit()
+    assert dropped == 1
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT item_id, cluster_id FROM cluster_members WHERE item_id = ANY(:i)"),
+                            {"i": items[:2]})  # fmt: skip
+        assert dict(rows.tuples().all()) == {items[0]: None, items[1]: other}
+
+
+def test_a_run_that_died_is_marked_failed_by_the_next(engine: Engine) -> None:
+    """Its row stayed `running` in `dashboard.cluster_runs` for good."""
+    old, _, _ = clustered_then_promoted(engine)
+    with session_scope(engine) as session:
+        dead = start_run(session, model_version_id=old, params={})
+        session.commit()
+    assert ClusteringService(engine=engine, model_version_id=old, settings=SETTINGS).run().status == "succeeded"
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT status, message FROM cluster_runs WHERE id = :i"), {"i": dead}).one()
+    assert row.status == "failed" and "interrupted" in row.message

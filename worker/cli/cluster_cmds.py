@@ -30,7 +30,7 @@ def _active_version(database_url: str) -> int:
 
 @cluster_app.command("run")
 def run(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """Cluster the feedback now, in this process (beat does it hourly); waits if another run holds the lock."""
+    """Cluster the feedback now, in this process (beat runs it hourly); skipped while another run holds the lock."""
     from worker.clustering import ClusteringService
 
     with clean_errors():

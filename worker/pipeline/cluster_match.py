@@ -33,14 +33,16 @@ def match_clusters(
 
     Args:
         new_labels: (n,) cluster index of each item, or -1.
-        old_labels: (n,) each item's previous theme id, or None.
+        old_labels: (n,) each item's previous theme id, or None; ids not in `old_ids` count as None.
         new_centroids: (k, dims) the run's centroids.
         old_ids: the themes that may continue: the version's own first, then any of other model versions.
         old_centroids: (m, dims) centroids of the first m `old_ids`. The rest live in another model's space, so
             they continue by shared members only, never by centroid similarity.
     """
     k = len(new_centroids)
-    overlap, old_sizes = _count_overlap(new_labels, old_labels)
+    # An item may still point at a theme retired before (live assignment raced that run): never revive it.
+    known = set(old_ids)
+    overlap, old_sizes = _count_overlap(new_labels, [old if old in known else None for old in old_labels])
     new_sizes = np.bincount(new_labels[new_labels >= 0], minlength=k)
     similarity = np.full((k, len(old_ids)), -1.0)
     if len(old_centroids) and k:

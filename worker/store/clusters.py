@@ -162,6 +162,37 @@ def set_members(
         )  # fmt: skip
 
 
+def set_live_members(
+    session: Session, *, item_ids: Sequence[int], cluster_ids: Sequence[int | None], similarity: Sequence[float]
+) -> int:
+    """`set_members` for live assignment: a theme retired since the assigner read it is noise instead.
+
+    The assigner reads the themes before the batch's transaction, and a run may retire them meanwhile (or while
+    this transaction runs: FOR SHARE waits for that run's commit, then reads the theme as it committed). Returns
+    how many items lost their theme that way.
+    """
+    wanted = sorted({c for c in cluster_ids if c is not None})
+    live = set(
+        session.scalars(
+            select(Cluster.id).where(Cluster.id.in_(wanted), Cluster.retired_at.is_(None)).order_by(Cluster.id)
+            .with_for_update(read=True)
+        )
+    ) if wanted else set()  # fmt: skip
+    kept = [c if c in live else None for c in cluster_ids]
+    set_members(session, item_ids=item_ids, cluster_ids=kept, similarity=similarity, method="live", run_id=None)
+    return sum(a != b for a, b in zip(cluster_ids, kept, strict=True))
+
+
+def mark_interrupted_runs(session: Session, run_id: int) -> int:
+    """Mark other `running` runs failed; call only while holding the clustering lock (so none of them runs)."""
+    result = session.execute(
+        update(ClusterRun)
+        .where(ClusterRun.status == "running", ClusterRun.id != run_id)
+        .values(status="failed", message="interrupted: the process running it stopped", finished_at=datetime.now(UTC))
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
 def record_lineage(session: Session, run_id: int, rows: Sequence[tuple[int, str, list[int]]]) -> None:
     if rows:
         session.execute(

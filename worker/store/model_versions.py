@@ -148,6 +148,11 @@ def active_version_id(connection: Session | Connection) -> int | None:
     return connection.scalar(select(ModelVersion.id).where(ModelVersion.status == "active"))
 
 
+def version_status(connection: Session | Connection, version_id: int) -> str | None:
+    """`active`, `candidate`, `retired`, `training`, `rejected` or `failed`; None for an unknown id."""
+    return connection.scalar(select(ModelVersion.status).where(ModelVersion.id == version_id))
+
+
 def check_not_retired(connection: Session | Connection, version_id: int) -> None:
     """Raise `ModelVersionRetired` if the version was retired; otherwise it stays unretired until the caller commits.
 
@@ -158,8 +163,7 @@ def check_not_retired(connection: Session | Connection, version_id: int) -> None
     would stay without a vector under the active version. Call it last before the commit: a switch waits on it.
     """
     connection.execute(text("SELECT pg_advisory_xact_lock_shared(:key)"), {"key": _SWITCH_LOCK})
-    status = connection.scalar(select(ModelVersion.status).where(ModelVersion.id == version_id))
-    if status == "retired":
+    if version_status(connection, version_id) == "retired":
         raise ModelVersionRetired(f"model version {version_id} was retired while this batch ran")
 
 

@@ -160,3 +160,14 @@ def test_themes_of_another_model_version_continue_by_members_only() -> None:
                            old_ids=[3, 7, 9], old_centroids=own)  # fmt: skip
     assert match.keeps == [7, 3]  # 7 by its members, 3 by its centroid
     assert [old for old, _ in match.retired] == [9]  # another version's theme nobody continues is retired
+
+
+def test_a_retired_theme_items_still_point_at_is_never_revived() -> None:
+    """Live assignment could write a theme a run had just retired; the next run gave that id back to a cluster."""
+    old_labels: list[int | None] = [2] * 10 + [1] * 5
+    new_labels = np.array([0] * 10 + [1] * 5)
+    new_centroids = unit_rows(np.eye(2, 8, dtype=np.float32))
+    match = match_clusters(new_labels=new_labels, old_labels=old_labels, new_centroids=new_centroids,
+                           old_ids=[1], old_centroids=unit_rows(np.eye(1, 8, 1, dtype=np.float32)))  # fmt: skip
+    assert match.keeps == [None, 1]
+    assert all(2 not in related for _, _, related in match.events)
