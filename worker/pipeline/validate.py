@@ -62,6 +62,14 @@ def raw_text(value: Any) -> str:
         return UNWRITABLE_RAW
 
 
+def _json_bytes(value: Any) -> int:
+    """Bytes of `value` as UTF-8 JSON, as the JSONB column holds it (not as escaped ASCII: "日本" is 6, not 12)."""
+    try:
+        return len(json.dumps(value, ensure_ascii=False, default=repr).encode("utf-8", "replace"))
+    except (ValueError, RecursionError):
+        return len(raw_text(value))
+
+
 def read_message(message_id: object, args: object, kwargs: object) -> RawMessage:
     """One request of a batch as a RawMessage; never raises, whatever a hand-made body holds.
 
@@ -156,8 +164,8 @@ def _precheck(payload: Any, limits: IngestSettings) -> str | None:
     if isinstance(text, str) and not text.strip():
         return "text is empty"
     metadata = payload.get("metadata")
-    if metadata is not None and len(raw_text(metadata)) > limits.max_metadata_bytes:
-        return f"metadata is larger than {limits.max_metadata_bytes} bytes"
+    if metadata is not None and (size := _json_bytes(metadata)) > limits.max_metadata_bytes:
+        return f"metadata is {size} bytes as JSON (UTF-8), more than the limit of {limits.max_metadata_bytes}"
     return None
 
 

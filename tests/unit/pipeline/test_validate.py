@@ -105,7 +105,7 @@ BAD_MESSAGES = [
     pytest.param(message(content_payload(extra=nested(9))), r"^event is nested deeper than 5 levels$", id="deep-event"),
     pytest.param(
         message(content_payload(metadata={"blob": "y" * 40})),
-        r"^metadata is larger than 40 bytes$",
+        r"^metadata is 52 bytes as JSON \(UTF-8\), more than the limit of 40$",
         id="oversized-metadata",
     ),
     pytest.param(
@@ -175,6 +175,14 @@ def test_a_rejections_raw_is_ascii_json_text(msg: RawMessage, reason: str) -> No
 
     assert rejection.raw.isascii()
     json.loads(rejection.raw)  # parses back (NaN included, as Python writes it)
+
+
+def test_metadata_size_counts_utf8_bytes_not_escaped_characters() -> None:
+    """Japanese metadata of 9,012 UTF-8 bytes was refused as larger than 16,384: each character counted 6."""
+    fits = content_payload(metadata={"note": "日本語のメモ"})  # 30 bytes in UTF-8, 48 as escaped ASCII
+    assert isinstance(parse_message(message(fits), SMALL), Accepted)
+    too_big = content_payload(metadata={"note": "語" * 12})  # 48 bytes in UTF-8
+    assert reject(message(too_big)).reason == "metadata is 48 bytes as JSON (UTF-8), more than the limit of 40"
 
 
 def test_raw_keeps_the_payload_and_escapes_nul_and_surrogates() -> None:
