@@ -45,7 +45,10 @@ def cluster_feedback() -> dict[str, Any]:
     return dataclasses.asdict(get_runtime().clustering.run())
 
 
-@app.task(name="tagworker.retrain", acks_late=True, ignore_result=True)
+# Not redelivered when its process dies: a fine-tune killed for memory would be killed again at once, over and
+# over until the message expired (a day), each time taking that process's ingest batch down with it. The next run
+# (beat, or `tagworker retrain`) marks the killed one failed and decides afresh.
+@app.task(name="tagworker.retrain", acks_late=True, reject_on_worker_lost=False, ignore_result=True)
 def retrain(force: bool = False) -> dict[str, Any]:
     """Fine-tune on human labels when enough arrived (or `force`), gate, promote; then re-embed."""
     from worker.retraining import RetrainService

@@ -41,7 +41,7 @@ from worker.pipeline.embed import ModelEmbedder, load_embedder, resolve_model_pa
 from worker.processes import service_env, start_worker, stop
 from worker.retraining import RetrainService, RetrainSummary
 from worker.services import ServiceUrls
-from worker.settings import ModelSettings, Settings, TrainingSettings
+from worker.settings import ModelSettings, Settings, TrainingSettings, get_settings
 from worker.store.model_versions import activate, active_version, register_model_version
 from worker.store.training import RETRAIN_LOCK, read_in_one_snapshot, read_point
 
@@ -210,6 +210,16 @@ def test_the_next_run_removes_the_directory_of_a_run_killed_after_saving(own_db:
         session.commit()
     assert RetrainService(engine=engine, settings=settings).run().status == "skipped"
     assert sorted(p.name for p in settings.model_store.iterdir()) == [kept]
+
+
+def test_a_retraining_killed_with_its_process_is_not_run_again_at_once(stack: ServiceUrls) -> None:
+    """With the app's `task_reject_on_worker_lost`, a fine-tune killed for memory came back and was killed again,
+    until the message expired a day later."""
+    get_settings.cache_clear()  # read again with the stack's URLs, which the app connects to on import
+    from worker import tasks
+
+    assert tasks.retrain.acks_late and tasks.retrain.reject_on_worker_lost is False
+    assert tasks.ingest.app.conf.task_reject_on_worker_lost, "ingest batches are still redelivered"
 
 
 def test_a_worker_refuses_an_active_version_it_cannot_read(own_db: str, tmp_path: Path) -> None:
