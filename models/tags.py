@@ -88,7 +88,7 @@ class ItemTagging(Base):
     """When an item was last tagged, by which tagger, and how close it came to a threshold (for review)."""
 
     __tablename__ = "item_tagging"
-    __table_args__ = (Index("ix_item_tagging_margin", "margin"),)
+    __table_args__ = (Index("ix_item_tagging_margin", "margin"), Index("ix_item_tagging_tagged_at", "tagged_at"))
 
     item_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
     tagger_id: Mapped[int | None] = mapped_column(Integer, ForeignKey("taggers.id", ondelete="SET NULL"))
@@ -106,6 +106,8 @@ class Tagger(Base):
     model_version_id: Mapped[int] = mapped_column(Integer, ForeignKey("model_versions.id"), index=True)
     heads: Mapped[dict[str, Any]] = mapped_column(JSONB)
     labels_through: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The snapshot (`pg_snapshot` as text) the fit read the labels in; NULL on taggers from before migration 0010.
+    labels_snapshot: Mapped[str | None] = mapped_column(Text)
     labelled_items: Mapped[int] = mapped_column(Integer, default=0)
     seconds: Mapped[float] = mapped_column(Float)
     state: Mapped[bytes] = mapped_column(LargeBinary)

@@ -5,21 +5,21 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from numpy.typing import NDArray
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
-from models import Embedding, Item, TaxonomyVersion
 from models import Tagger as TaggerRow
+from models import TaxonomyVersion
 from worker.db import session_scope
 from worker.pipeline.embed import Embedder
 from worker.pipeline.tag import TagAssignment
 from worker.pipeline.tag_fit import FitParams, fit_tagger, tag_text_vectors
 from worker.settings import TaggingSettings
-from worker.store.item_tags import ModelTag, replace_model_tags
+from worker.store.item_tags import ModelTag, items_to_retag, replace_model_tags, tagged_by_others_since
 from worker.store.tags import (
     StoredTagger,
     current_taxonomy,
@@ -27,11 +27,17 @@ from worker.store.tags import (
     last_correction_id,
     latest_tagger,
     save_tagger,
+    saw_every_label,
     tag_ids,
     try_fit_lock,
 )
+from worker.store.training import read_point
 
 log = logging.getLogger(__name__)
+
+# Far longer than an ingest batch's transaction stays open: how far before a re-tag finished to look for items
+# tagged with an older tagger.
+_LONGEST_BATCH = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -135,8 +141,9 @@ class TaggingService:
                 return None
             taxonomy_id, taxonomy = found
             stored = latest_tagger(session, self.model_version_id)
-            through = last_correction_id(session)
-            fresh = stored and stored.taxonomy_version_id == taxonomy_id and stored.labels_through >= through
+            # Before the label reads, so a label committed meanwhile is read and counted again, never missed.
+            read, through = read_point(session), last_correction_id(session)
+            fresh = stored and stored.taxonomy_version_id == taxonomy_id and saw_every_label(session, stored.id)
             if fresh and not force:
                 return None
             labelled = human_labels(session, self.model_version_id, self.embedder.dims)
@@ -147,7 +154,7 @@ class TaggingService:
             seconds = round(time.perf_counter() - started, 3)
             tagger_id = save_tagger(
                 session, tagger, taxonomy_version_id=taxonomy_id, model_version_id=self.model_version_id,
-                labels_through=through, labelled_items=len(labelled.tags), seconds=seconds,
+                labels_through=through, labels_read=read, labelled_items=len(labelled.tags), seconds=seconds,
             )  # fmt: skip
             session.commit()
         self._checked_at = -float("inf")
@@ -157,24 +164,28 @@ class TaggingService:
         return FitSummary(tagger_id, dict(tagger.kinds), len(labelled.tags), seconds)
 
     def retag_pending(self) -> int:
-        """Re-tag every item of this model version with the newest tagger if that was not done yet."""
+        """Re-tag the version's items that the newest tagger did not tag last; returns how many.
+
+        All of them after a refit. After that, the few an ingest batch tagged with the tagger before (it read it
+        up to `check_interval_s` earlier, or its transaction outlasted the re-tag), and after a rollback the items
+        the other version's tagger tagged meanwhile.
+        """
         self._checked_at = -float("inf")
         stored = self.current()
         if stored is None:
             return 0
         with session_scope(self.engine) as session:
-            if session.scalar(select(TaggerRow.retagged_at).where(TaggerRow.id == stored.id)) is not None:
+            retagged_at = session.scalar(select(TaggerRow.retagged_at).where(TaggerRow.id == stored.id))
+            if retagged_at is not None and not tagged_by_others_since(
+                session, model_version_id=self.model_version_id, tagger_id=stored.id,
+                since=retagged_at - _LONGEST_BATCH,
+            ):  # fmt: skip
                 return 0
         done, after = 0, 0
         while True:
             with session_scope(self.engine) as session:
-                rows = session.execute(
-                    select(Embedding.item_id, Item.kind, Embedding.vector)
-                    .join(Item, Item.id == Embedding.item_id)
-                    .where(Embedding.model_version_id == self.model_version_id, Embedding.item_id > after)
-                    .order_by(Embedding.item_id)
-                    .limit(self.settings.retag_chunk)
-                ).all()
+                rows = items_to_retag(session, model_version_id=self.model_version_id, tagger_id=stored.id,
+                                      after=after, limit=self.settings.retag_chunk)  # fmt: skip
                 if not rows:
                     session.execute(
                         update(TaggerRow).where(TaggerRow.id == stored.id).values(retagged_at=datetime.now(UTC))

@@ -6,12 +6,13 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, text
+from sqlalchemy import Row, and_, delete, or_, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from models import Item, ItemLabel, ItemTag, Tag, TagCorrection
+from models import Embedding, Item, ItemLabel, ItemTag, ItemTagging, Tag, TagCorrection
 from worker.pipeline.corrections import CorrectionPlan, TagInfo, plan_against_later_decisions
 
 
@@ -30,7 +31,7 @@ _INSERT_MODEL_TAGS = text(
     SELECT t.item_id, t.tag_id, t.score, 'model', t.head, :tagger_id, :model_version_id
     FROM unnest(CAST(:item_ids AS bigint[]), CAST(:tag_ids AS integer[]), CAST(:scores AS float8[]),
                 CAST(:heads AS text[])) AS t(item_id, tag_id, score, head)
-    JOIN tags tt ON tt.id = t.tag_id
+    JOIN tags tt ON tt.id = t.tag_id AND tt.retired_at IS NULL
     WHERE NOT EXISTS (SELECT 1 FROM item_labels l WHERE l.item_id = t.item_id AND l.tag_id = t.tag_id)
       AND (tt.multi_label OR NOT EXISTS (
             SELECT 1 FROM item_labels l JOIN tags lt ON lt.id = l.tag_id
@@ -62,6 +63,9 @@ def replace_model_tags(
     if not item_ids:
         return
     connection = session.connection()
+    # A correction holds its item FOR UPDATE until it commits. Without waiting for it here, the insert below could
+    # read the item's labels from before it and put a model tag beside (or back over) the person's decision.
+    connection.execute(select(Item.id).where(Item.id.in_(item_ids)).order_by(Item.id).with_for_update(read=True))
     connection.execute(delete(ItemTag).where(ItemTag.item_id.in_(item_ids), ItemTag.source == "model"))
     if tags:
         connection.execute(
@@ -76,6 +80,34 @@ def replace_model_tags(
             },
         )
     connection.execute(_UPSERT_TAGGING, {"tagger_id": tagger_id, "item_ids": list(item_ids), "margins": list(margins)})
+
+
+def items_to_retag(
+    session: Session, *, model_version_id: int, tagger_id: int, after: int, limit: int
+) -> list[Row[Any]]:
+    """(item_id, kind, vector) of the version's items, past `after` in id order, not last tagged by `tagger_id`."""
+    return list(
+        session.execute(
+            select(Embedding.item_id, Item.kind, Embedding.vector)
+            .join(Item, Item.id == Embedding.item_id)
+            .outerjoin(ItemTagging, ItemTagging.item_id == Embedding.item_id)
+            .where(Embedding.model_version_id == model_version_id, Embedding.item_id > after)
+            .where(ItemTagging.tagger_id.is_distinct_from(tagger_id))
+            .order_by(Embedding.item_id)
+            .limit(limit)
+        ).all()
+    )
+
+
+def tagged_by_others_since(session: Session, *, model_version_id: int, tagger_id: int, since: datetime) -> bool:
+    """Whether an item of the version was tagged by another tagger at `since` or later (by `tagged_at`)."""
+    query = (
+        select(ItemTagging.item_id)
+        .join(Embedding, and_(Embedding.item_id == ItemTagging.item_id, Embedding.model_version_id == model_version_id))
+        .where(ItemTagging.tagged_at >= since, ItemTagging.tagger_id.is_distinct_from(tagger_id))
+        .limit(1)
+    )
+    return session.execute(query).first() is not None
 
 
 def tag_infos(session: Session) -> dict[str, tuple[int, TagInfo]]:

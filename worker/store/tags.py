@@ -16,6 +16,7 @@ from worker.pipeline.tag import Tagger as FittedTagger
 from worker.pipeline.tag import dump_tagger, load_tagger
 from worker.pipeline.tag_fit import LabelledSet
 from worker.pipeline.taxonomy import Taxonomy, parse_taxonomy
+from worker.store.training import ReadPoint, labels_since
 
 TAGGING_LOCK = int(AdvisoryLock.TAGGER_FIT)  # one tagger fit at a time across all workers
 
@@ -101,6 +102,7 @@ def save_tagger(
     taxonomy_version_id: int,
     model_version_id: int,
     labels_through: int,
+    labels_read: ReadPoint,
     labelled_items: int,
     seconds: float,
 ) -> int:
@@ -109,6 +111,8 @@ def save_tagger(
         model_version_id=model_version_id,
         heads=tagger.kinds,
         labels_through=labels_through,
+        labels_snapshot=labels_read.snapshot,
+        fitted_at=labels_read.time,
         labelled_items=labelled_items,
         seconds=seconds,
         state=dump_tagger(tagger),
@@ -120,6 +124,20 @@ def save_tagger(
 
 def last_correction_id(session: Session) -> int:
     return session.scalar(select(func.coalesce(func.max(TagCorrection.id), 0))) or 0
+
+
+def saw_every_label(session: Session, tagger_id: int) -> bool:
+    """Whether the tagger's fit read every human label there is now.
+
+    By the snapshot the fit read in (`labels_since`): a correction with a lower id than the newest it read may
+    have committed after it. A tagger from before migration 0010 has no snapshot: the newest id decides.
+    """
+    row = session.execute(
+        select(Tagger.fitted_at, Tagger.labels_snapshot, Tagger.labels_through).where(Tagger.id == tagger_id)
+    ).one()
+    if row.labels_snapshot is None:
+        return bool(row.labels_through >= last_correction_id(session))
+    return labels_since(session, ReadPoint(row.fitted_at, row.labels_snapshot)) == 0
 
 
 def human_labels(session: Session, model_version_id: int, dims: int) -> LabelledSet:
