@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import gc
-import json
 import shutil
 import statistics
 import tempfile
@@ -27,6 +26,8 @@ from sqlalchemy import Engine, text
 
 from worker import embedded
 from worker.db import get_engine
+from worker.errors import ConfigurationError
+from worker.jsonl import json_lines, utf8_line
 from worker.migrate import upgrade
 from worker.pipeline.embed import load_embedder, pick_device, resolve_model_path
 from worker.processes import start_worker, stop
@@ -40,17 +41,45 @@ Progress = Callable[[str, int, int], None]
 
 
 def load_texts(path: Path | None, n: int) -> tuple[list[str], str]:
-    """Up to `n` texts from a CSV or JSON Lines file with a `text` field (cycled if the file is shorter)."""
+    """Up to `n` texts from a CSV or JSON Lines file with a `text` field (cycled if the file is shorter).
+
+    A file that cannot be read, a line that is not JSON and a row without a text are errors naming the file and line.
+    """
     source = path or (SHARED_BANKING77 if SHARED_BANKING77.exists() else BUNDLED_SAMPLE)
-    if source.suffix == ".csv":
-        with source.open(encoding="utf-8", newline="") as handle:
-            texts = [row["text"] for row in csv.DictReader(handle)]
-    else:
-        with source.open(encoding="utf-8") as handle:
-            texts = [json.loads(line)["text"] for line in handle if line.strip()]
+    try:
+        texts = _csv_texts(source) if source.suffix == ".csv" else _jsonl_texts(source)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {source}: {exc.strerror or exc}") from None
     if not texts:
-        raise ValueError(f"{source} has no texts")
+        raise ConfigurationError(f"{source} has no texts")
     return [texts[i % len(texts)] for i in range(n)], str(source)
+
+
+def _jsonl_texts(path: Path) -> list[str]:
+    expected = 'a JSON object with a "text" string'
+    texts = []
+    for number, row in json_lines(path, expected):
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+            raise ConfigurationError(f"{path}:{number}: expected {expected}")
+        texts.append(row["text"])
+    return texts
+
+
+def _csv_texts(path: Path) -> list[str]:
+    with path.open("rb") as handle:
+        reader = csv.DictReader(utf8_line(path, number, raw) for number, raw in enumerate(handle, 1))
+        try:
+            if "text" not in (reader.fieldnames or ()):
+                header = ", ".join(reader.fieldnames or ()) or "none"
+                raise ConfigurationError(f"{path}:1: no `text` column (the header has: {header})")
+            texts = []
+            for row in reader:
+                if row["text"] is None:
+                    raise ConfigurationError(f"{path}:{reader.line_num}: no value in the `text` column")
+                texts.append(row["text"])
+        except csv.Error as exc:  # DictReader's own line_num lags behind on an error; its reader's does not
+            raise ConfigurationError(f"{path}:{reader.reader.line_num}: {exc}") from None
+    return texts
 
 
 def raw_encode_rate(settings: Settings, texts: list[str]) -> float:
@@ -221,10 +250,12 @@ def bench(settings: Settings, texts: list[str], source: str, progress: Progress)
         # processes load it from files (no torch), which is what the memory and throughput should describe.
         progress("export the model", 0, 1)
         load_embedder(settings.model, cache_dir=data_dir / "onnx")
-        worker = start_worker(urls, logfile=data_dir / "worker.log", extra_env={"TAGWORKER_DATA_DIR": str(data_dir)})
+        queue = settings.broker.ingest_queue
+        worker = start_worker(
+            urls, queues=queue, logfile=data_dir / "worker.log", extra_env={"TAGWORKER_DATA_DIR": str(data_dir)}
+        )
         sampler = RssSampler(worker.pid)
         sampler.start()
-        queue = settings.broker.ingest_queue
         run_latency(app, engine, texts[:64], queue, 50.0, progress)  # every pool process loads its model
         progress("stock encode (before)", 0, 1)
         before = raw_encode_rate(settings, texts)

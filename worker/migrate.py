@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 
+import psycopg2
+import psycopg2.errors
+import sqlalchemy.exc
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, func, pool, select, text
@@ -15,6 +20,21 @@ from worker.locks import AdvisoryLock
 from worker.pipeline.taxonomy import DEFAULT_TAXONOMY, read_taxonomy
 from worker.settings import get_settings
 from worker.store.tags import save_taxonomy
+
+log = logging.getLogger(__name__)
+
+# Connection failures that waiting will not cure: retrying them only delays the message by the whole wait.
+_PERMANENT_CONNECT_FAILURES = ("does not exist", "authentication failed", "no pg_hba.conf entry")
+# SQLSTATE classes 08 (connection exception) and 57P01-57P03 (shutting down, not accepting connections yet).
+_NOT_UP_YET = (
+    psycopg2.errors.ConnectionException,
+    psycopg2.errors.ConnectionDoesNotExist,
+    psycopg2.errors.ConnectionFailure,
+    psycopg2.errors.SqlclientUnableToEstablishSqlconnection,
+    psycopg2.errors.AdminShutdown,
+    psycopg2.errors.CrashShutdown,
+    psycopg2.errors.CannotConnectNow,
+)
 
 
 def alembic_config(database_url: str) -> Config:
@@ -42,6 +62,31 @@ def upgrade(database_url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(database_url), revision)
     if revision == "head":
         seed_taxonomy(database_url, get_settings().tagging.taxonomy_file or DEFAULT_TAXONOMY)
+
+
+def upgrade_when_up(database_url: str, *, wait_s: float, poll_s: float = 2.0) -> None:
+    """`upgrade`, retried for up to `wait_s` while the database is not up yet (compose starts it alongside).
+
+    Any other error (a bad taxonomy file, a refused statement, a wrong password) is raised at once.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            upgrade(database_url)
+            return
+        except (sqlalchemy.exc.DBAPIError, psycopg2.Error) as exc:
+            if not database_not_up(exc) or time.monotonic() + poll_s > deadline:
+                raise
+            log.info("the database is not up yet (%s); retrying in %.0fs", str(exc).strip().splitlines()[0], poll_s)
+        time.sleep(poll_s)
+
+
+def database_not_up(exc: sqlalchemy.exc.DBAPIError | psycopg2.Error) -> bool:
+    """Whether `exc` says the server cannot be reached or is starting or stopping, which waiting may cure."""
+    orig = exc.orig if isinstance(exc, sqlalchemy.exc.DBAPIError) else exc
+    if type(orig) is psycopg2.OperationalError:  # no SQLSTATE: psycopg2 could not connect or lost the connection
+        return not any(marker in str(orig) for marker in _PERMANENT_CONNECT_FAILURES)
+    return isinstance(orig, _NOT_UP_YET)
 
 
 def seed_taxonomy(database_url: str, path: Path) -> None:

@@ -66,30 +66,21 @@ def start_worker(
     urls: ServiceUrls,
     *,
     concurrency: int = 0,
-    queues: str = "ingest",
+    queues: str | None = None,
     pool: str = "prefork",
     loglevel: str = "INFO",
     logfile: Path | None = None,
     extra_env: dict[str, str] | None = None,
     name: str = "tagworker@%h",
 ) -> subprocess.Popen[bytes]:
-    """A `tagworker worker` child process."""
-    args = [
-        sys.executable,
-        "-m",
-        "worker.cli",
-        "worker",
-        "--concurrency",
-        str(concurrency),
-        "--queues",
-        queues,
-        "--pool",
-        pool,
-        "--loglevel",
-        loglevel,
-        "--name",
-        name,
-    ]
+    """A `tagworker worker` child process.
+
+    Without `queues` it consumes what `tagworker worker` does by default: the ingest and training queues of the
+    settings it runs with (`extra_env` included), so beat's retrain and backfill tasks are taken too.
+    """
+    args = [sys.executable, "-m", "worker.cli", "worker", "--concurrency", str(concurrency), "--pool", pool]
+    args += ["--queues", queues] if queues else []
+    args += ["--loglevel", loglevel, "--name", name]
     return _spawn(args, urls, logfile, extra_env)
 
 

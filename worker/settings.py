@@ -6,28 +6,55 @@ URL the CLI starts the embedded PostgreSQL and Redis under `TAGWORKER_DATA_DIR` 
 
 from __future__ import annotations
 
+import difflib
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+ENV_PREFIX = "TAGWORKER_"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-class DatabaseSettings(BaseModel):
+class Group(BaseModel):
+    """A settings group: a misspelled TAGWORKER_<GROUP>__<FIELD> is an error, not a setting silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def _empty_is_unset(value: Any) -> Any:
+    # `TAGWORKER_DATABASE__URL=` (as compose writes an unset `${VAR}`) must mean the embedded server everywhere:
+    # `resolve` starts it, and `Settings.embedded` tells `tagworker up` to stop it again.
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+ServiceUrl = Annotated[SecretStr | None, BeforeValidator(_empty_is_unset)]
+
+
+class DatabaseSettings(Group):
     """PostgreSQL (with pgvector); empty URL means the embedded server."""
 
-    url: SecretStr | None = None
+    url: ServiceUrl = None
     pool_size: int = Field(default=5, ge=1, le=100)
     connect_timeout_s: int = Field(default=5, ge=1, le=120)
 
 
-class BrokerSettings(BaseModel):
+class BrokerSettings(Group):
     """Redis as the Celery broker; empty URL means the embedded server."""
 
-    url: SecretStr | None = None
+    url: ServiceUrl = None
     ingest_queue: str = "ingest"
     gpu_queue: str = "gpu"
     # Retraining and the re-embedding after a promotion: long tasks, kept off the ingest queue.
@@ -36,8 +63,21 @@ class BrokerSettings(BaseModel):
     # time a message can wait in a worker's buffer plus the longest batch, or work is done twice.
     visibility_timeout_s: int = Field(default=3600, ge=10)
 
+    @field_validator("ingest_queue", "training_queue")
+    @classmethod
+    def _usable_queue_name(cls, value: str) -> str:
+        # Workers take a comma-separated list (`--queues ingest,training`), so a comma would split the name.
+        if not value or value != value.strip() or "," in value:
+            raise ValueError(f"queue name {value!r} must be non-empty, without commas or surrounding spaces")
+        return value
 
-class ModelSettings(BaseModel):
+    @property
+    def worker_queues(self) -> str:
+        """The queues a worker consumes unless told otherwise: ingest, and training (retrain and backfill)."""
+        return ",".join(dict.fromkeys((self.ingest_queue, self.training_queue)))
+
+
+class ModelSettings(Group):
     """Which sentence-transformers model embeds, and where."""
 
     # A sentence-transformers model name or a local directory. The default is loaded from the installed
@@ -55,7 +95,7 @@ class ModelSettings(BaseModel):
     torch_threads: int = Field(default=0, ge=0, le=256)
 
 
-class BatchingSettings(BaseModel):
+class BatchingSettings(Group):
     """How events are grouped before the model sees them."""
 
     flush_every: int = Field(default=64, ge=1, le=4096)
@@ -64,7 +104,7 @@ class BatchingSettings(BaseModel):
     db_retry_base_s: float = Field(default=0.5, gt=0, le=30)
 
 
-class IngestSettings(BaseModel):
+class IngestSettings(Group):
     """Limits that decide whether an event is valid."""
 
     max_text_chars: int = Field(default=100_000, ge=1)
@@ -72,7 +112,7 @@ class IngestSettings(BaseModel):
     max_metadata_depth: int = Field(default=8, ge=1, le=64)
 
 
-class TaggingSettings(BaseModel):
+class TaggingSettings(Group):
     """Taggers: when to refit, when a facet goes supervised, when to abstain."""
 
     # Loaded by `tagworker migrate` when no taxonomy is stored yet; empty means the packaged marketing taxonomy.
@@ -85,7 +125,7 @@ class TaggingSettings(BaseModel):
     retag_chunk: int = Field(default=2000, ge=10, le=100_000)
 
 
-class ClusteringSettings(BaseModel):
+class ClusteringSettings(Group):
     """Feedback clustering: schedule, window, and the stages' knobs (see worker/pipeline/cluster.py)."""
 
     interval_s: float = Field(default=3600, ge=10, le=7 * 86_400)
@@ -107,7 +147,7 @@ class ClusteringSettings(BaseModel):
     vote_rounds: int = Field(default=5, ge=0, le=50)
 
 
-class TrainingSettings(BaseModel):
+class TrainingSettings(Group):
     """Retraining from human decisions: schedule, caps, the gate, the model store, the backfill."""
 
     # Beat checks this often (nightly by default) and retrains when enough new human labels arrived.
@@ -147,12 +187,14 @@ class TrainingSettings(BaseModel):
 class Settings(BaseSettings):
     """All tagworker settings; read them through `get_settings()`."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="TAGWORKER_", env_nested_delimiter="__", env_file=".env", extra="ignore"
-    )
+    # Unknown top-level names stay ignored: .env is shared with docker compose (POSTGRES_PASSWORD,
+    # TAGWORKER_IMAGE_TAG, see .env.example), and pydantic-settings would refuse those only when read from .env.
+    # A misspelled field inside a group is refused by `Group`.
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", env_file=".env", extra="ignore")
 
     data_dir: Path = Path(".tagworker")
-    log_level: str = "INFO"
+    # The CLI's own log output (worker and beat logs follow their --loglevel).
+    log_level: str = "WARNING"
     database: DatabaseSettings = DatabaseSettings()
     broker: BrokerSettings = BrokerSettings()
     model: ModelSettings = ModelSettings()
@@ -165,9 +207,9 @@ class Settings(BaseSettings):
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
-        level = value.upper()
-        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-            raise ValueError(f"log_level {value!r} is not one of DEBUG, INFO, WARNING, ERROR")
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"{value!r} is not one of {', '.join(LOG_LEVELS)}")
         return level
 
     @model_validator(mode="after")
@@ -177,7 +219,8 @@ class Settings(BaseSettings):
         worst_retry_s = self.batching.db_retry_base_s * (2**self.batching.db_retries)
         if self.broker.visibility_timeout_s < 4 * (self.batching.flush_interval_s + worst_retry_s):
             raise ValueError(
-                f"broker.visibility_timeout_s={self.broker.visibility_timeout_s} is too close to the longest batch "
+                f"{ENV_PREFIX}BROKER__VISIBILITY_TIMEOUT_S={self.broker.visibility_timeout_s} is too close to the "
+                "longest batch "
                 f"(flush {self.batching.flush_interval_s}s + retries up to {worst_retry_s:.0f}s); raise it or "
                 "lower TAGWORKER_BATCHING__DB_RETRIES"
             )
@@ -198,3 +241,32 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Settings read once per process."""
     return Settings()
+
+
+def setting_errors(exc: ValidationError) -> list[str]:
+    """One line per error of `Settings()`, naming the variable to fix (`TAGWORKER_BATCHING__FLUSH_EVERY=0: ...`)."""
+    lines = []
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        name = ENV_PREFIX + "__".join(loc).upper()
+        if error["type"] == "extra_forbidden":
+            lines.append(f"{name} is not a setting{_did_you_mean(loc)}")
+        elif error["type"] == "value_error":
+            message = str(error.get("ctx", {}).get("error", error["msg"]))
+            lines.append(f"{name}: {message}" if loc else message)
+        else:
+            # A URL holds a password: name it, never echo it.
+            value = "" if "url" in loc else f"={error['input']!r}"
+            lines.append(f"{name}{value}: {error['msg']}")
+    return lines
+
+
+def _did_you_mean(loc: list[str]) -> str:
+    group = Settings.model_fields.get(loc[0]) if len(loc) == 2 else None
+    if group is None or not isinstance(group.annotation, type) or not issubclass(group.annotation, Group):
+        return ""
+    fields = list(group.annotation.model_fields)
+    close = difflib.get_close_matches(loc[1].lower(), fields, n=1)
+    if close:
+        return f"; did you mean {ENV_PREFIX}{loc[0].upper()}__{close[0].upper()}?"
+    return f"; {loc[0]} has {', '.join(fields)}"

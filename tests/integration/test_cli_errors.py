@@ -6,6 +6,7 @@ import random
 import string
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,8 +36,10 @@ def own_db(stack: ServiceUrls) -> Iterator[str]:
     yield from scratch_database(stack.database_url, prefix="cli")
 
 
-def tagworker(*args: str, database_url: str, broker_url: str) -> subprocess.CompletedProcess[str]:
-    env = service_env(ServiceUrls(database_url=database_url, broker_url=broker_url))
+def tagworker(
+    *args: str, database_url: str, broker_url: str, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = service_env(ServiceUrls(database_url=database_url, broker_url=broker_url), extra_env)
     return subprocess.run([sys.executable, "-m", "worker.cli", *args], env=env, capture_output=True, text=True,
                           timeout=120)  # fmt: skip
 
@@ -146,3 +149,14 @@ def test_publish_with_redis_unreachable_names_redis(tmp_path: Path) -> None:
                        broker_url=UNREACHABLE_REDIS)  # fmt: skip
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert f"cannot reach Redis at {UNREACHABLE_REDIS}: Error 111" in result.stderr, result.stderr
+
+
+def test_migrate_reports_a_missing_taxonomy_file_at_once(own_db: str, stack: ServiceUrls, tmp_path: Path) -> None:
+    """migrate retried every error for 60 s, as if the database were still starting; only that is worth a wait."""
+    missing = tmp_path / "taxonomy.yaml"
+    started = time.monotonic()
+    result = tagworker("migrate", database_url=own_db, broker_url=stack.broker_url,
+                       extra_env={"TAGWORKER_TAGGING__TAXONOMY_FILE": str(missing)})  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"cannot read taxonomy file {missing}" in result.stderr, result.stderr
+    assert time.monotonic() - started < 30

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import psycopg2
 import psycopg2.errors
 import pytest
 import redis
 import sqlalchemy.exc
 import typer
+from pydantic import ValidationError
 
+from schemas import ContentCreated
 from worker.cli.common import clean_errors, database_message, redis_message
 from worker.errors import ConfigurationError
+from worker.settings import Settings
 
 URL = "postgresql+psycopg2://app:***@db/tagworker"
 
@@ -68,3 +73,27 @@ def test_clean_errors_print_one_line_and_exit_2(exc: Exception, capsys: pytest.C
     assert exit_info.value.exit_code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), lines
+
+
+def test_invalid_settings_print_one_line_per_variable_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A bad setting printed pydantic's 50-line traceback instead."""
+    monkeypatch.chdir(tmp_path)  # no .env
+    monkeypatch.setenv("TAGWORKER_BATCHING__FLUSH_EVERY", "0")
+    monkeypatch.setenv("TAGWORKER_BATCHING__FLUSH_EVRY", "7")
+
+    with pytest.raises(typer.Exit) as exit_info, clean_errors():
+        Settings()
+
+    assert exit_info.value.exit_code == 2
+    assert sorted(capsys.readouterr().err.splitlines()) == [
+        "error: TAGWORKER_BATCHING__FLUSH_EVERY='0': Input should be greater than or equal to 1",
+        "error: TAGWORKER_BATCHING__FLUSH_EVRY is not a setting; did you mean TAGWORKER_BATCHING__FLUSH_EVERY?",
+    ]
+
+
+def test_a_validation_error_that_is_not_about_settings_keeps_its_traceback() -> None:
+    """Only the user's settings become a one-line message; any other model's error is a bug to see in full."""
+    with pytest.raises(ValidationError), clean_errors():
+        ContentCreated.model_validate({"text": "no ids"})

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from worker.settings import Settings
+from worker.settings import Settings, setting_errors
 
 
 @pytest.fixture(autouse=True)
@@ -24,7 +24,7 @@ def test_defaults_are_safe_and_mean_the_embedded_servers() -> None:
     settings = Settings()
 
     assert settings.batching.flush_every == 64
-    assert settings.log_level == "INFO"
+    assert settings.log_level == "WARNING"  # the CLI's log output: warnings and errors only
     assert settings.database.url is None and settings.broker.url is None
     assert settings.embedded
 
@@ -60,18 +60,20 @@ def test_urls_are_secret_and_both_set_means_no_embedded_servers(monkeypatch: pyt
     assert not settings.embedded
 
 
-@pytest.mark.parametrize(("value", "level"), [("debug", "DEBUG"), ("Warning", "WARNING"), ("ERROR", "ERROR")])
+@pytest.mark.parametrize(
+    ("value", "level"), [("debug", "DEBUG"), ("Warning", "WARNING"), ("ERROR", "ERROR"), (" critical", "CRITICAL")]
+)
 def test_log_level_is_case_insensitive(monkeypatch: pytest.MonkeyPatch, value: str, level: str) -> None:
     monkeypatch.setenv("TAGWORKER_LOG_LEVEL", value)
 
     assert Settings().log_level == level
 
 
-@pytest.mark.parametrize("value", ["verbose", "CRITICAL", ""])
+@pytest.mark.parametrize("value", ["verbose", "10", ""])
 def test_an_unknown_log_level_is_refused(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     monkeypatch.setenv("TAGWORKER_LOG_LEVEL", value)
 
-    with pytest.raises(ValidationError, match=rf"log_level '{value}' is not one of DEBUG, INFO, WARNING, ERROR"):
+    with pytest.raises(ValidationError, match=rf"'{value}' is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL"):
         Settings()
 
 
@@ -81,8 +83,8 @@ def test_a_visibility_timeout_too_close_to_the_batch_time_is_refused(monkeypatch
 
     with pytest.raises(
         ValidationError,
-        match=r"broker\.visibility_timeout_s=60 is too close to the longest batch \(flush 0\.5s \+ retries up to "
-        r"16s\); raise it or lower TAGWORKER_BATCHING__DB_RETRIES",
+        match=r"TAGWORKER_BROKER__VISIBILITY_TIMEOUT_S=60 is too close to the longest batch \(flush 0\.5s \+ retries "
+        r"up to 16s\); raise it or lower TAGWORKER_BATCHING__DB_RETRIES",
     ):
         Settings()
 
@@ -97,7 +99,7 @@ def test_fewer_retries_make_a_short_visibility_timeout_acceptable(monkeypatch: p
 def test_more_retries_need_a_longer_visibility_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TAGWORKER_BATCHING__DB_RETRIES", "12")  # up to 2048 s of backoff
 
-    with pytest.raises(ValidationError, match="visibility_timeout_s=3600 is too close to the longest batch"):
+    with pytest.raises(ValidationError, match="VISIBILITY_TIMEOUT_S=3600 is too close to the longest batch"):
         Settings()
 
 
@@ -131,3 +133,99 @@ def test_the_pipelines_own_defaults_are_the_settings_defaults() -> None:
     settings = Settings()
     assert train_params(settings) == TrainParams()
     assert params_from(settings.clustering) == ClusterParams()
+
+
+def _errors(**env: str) -> list[str]:
+    """What `Settings()` says about the environment `env`, one line per error (what the CLI prints)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        with pytest.raises(ValidationError) as refused:
+            Settings()
+    return setting_errors(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("TAGWORKER_BATCHING__FLUSH_EVRY", "did you mean TAGWORKER_BATCHING__FLUSH_EVERY?"),
+        ("TAGWORKER_BROKER__VISIBILITY_TIMEOUT", "did you mean TAGWORKER_BROKER__VISIBILITY_TIMEOUT_S?"),
+        ("tagworker_model__max_chunk", "did you mean TAGWORKER_MODEL__MAX_CHUNKS?"),
+        ("TAGWORKER_INGEST__COLOUR", "ingest has max_text_chars, max_metadata_bytes, max_metadata_depth"),
+    ],
+)
+def test_a_misspelled_setting_in_a_group_is_refused_not_ignored(name: str, message: str) -> None:
+    """pydantic-settings hands every TAGWORKER_<GROUP>__* variable to the group, which used to drop unknown ones."""
+    assert _errors(**{name: "60"}) == [f"{name.upper()} is not a setting; {message}"]
+
+
+def test_a_misspelled_setting_in_the_env_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("TAGWORKER_BATCHING__FLUSH_EVRY=7\n")
+
+    assert _errors() == [
+        "TAGWORKER_BATCHING__FLUSH_EVRY is not a setting; did you mean TAGWORKER_BATCHING__FLUSH_EVERY?"
+    ]
+
+
+def test_other_names_in_the_shared_env_file_are_not_settings_and_are_left_alone(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """docker compose reads the same .env (.env.example): its variables, prefixed or not, must not be refused."""
+    (tmp_path / ".env").write_text("POSTGRES_PASSWORD=x\nTAGWORKER_IMAGE_TAG=latest\nTAGWORKER_MODEL__DEVICE=cpu\n")
+    monkeypatch.setenv("TAGWORKER_IMAGE_TAG", "v2")
+
+    assert Settings().model.device == "cpu"
+
+
+def test_every_error_names_its_variable_and_never_echoes_a_url() -> None:
+    lines = _errors(
+        TAGWORKER_BATCHING__FLUSH_EVERY="0",
+        TAGWORKER_LOG_LEVEL="verbose",
+        TAGWORKER_DATABASE='{"url": ["postgresql://app:hunter2@db/x"]}',  # a group as JSON; a list is no URL
+    )
+
+    assert lines == [
+        "TAGWORKER_LOG_LEVEL: 'verbose' is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL",
+        "TAGWORKER_DATABASE__URL: Input should be a valid string",
+        "TAGWORKER_BATCHING__FLUSH_EVERY='0': Input should be greater than or equal to 1",
+    ]
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_url_means_the_embedded_server_everywhere(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    """An empty URL started the embedded server (`resolve`) while `embedded` said no, so `up` never stopped it."""
+    monkeypatch.setenv("TAGWORKER_DATABASE__URL", value)
+    monkeypatch.setenv("TAGWORKER_BROKER__URL", "redis://redis:6379/0")
+
+    settings = Settings()
+
+    assert settings.database.url is None
+    assert settings.embedded
+
+
+@pytest.mark.parametrize(
+    "name", ["TAGWORKER_BROKER__INGEST_QUEUE", "TAGWORKER_BROKER__TRAINING_QUEUE"], ids=["ingest", "training"]
+)
+@pytest.mark.parametrize("value", ["", "ingest,gpu", " ingest"])
+def test_a_queue_name_a_worker_cannot_consume_is_refused(name: str, value: str) -> None:
+    assert _errors(**{name: value}) == [
+        f"{name}: queue name {value!r} must be non-empty, without commas or surrounding spaces"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("env", "queues"),
+    [
+        ({}, "ingest,training"),
+        ({"TAGWORKER_BROKER__INGEST_QUEUE": "events"}, "events,training"),
+        ({"TAGWORKER_BROKER__TRAINING_QUEUE": "ingest"}, "ingest"),
+    ],
+)
+def test_a_worker_consumes_the_configured_ingest_and_training_queues(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], queues: str
+) -> None:
+    """Beat routes retrain and backfill to the training queue: a worker on the ingest queue alone never ran them."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    assert Settings().broker.worker_queues == queues

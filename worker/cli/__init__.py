@@ -19,6 +19,7 @@ from worker.cli import (
     search_cmds,
     tag_cmds,
 )
+from worker.settings import get_settings
 
 app = typer.Typer(
     name="tagworker",
@@ -43,8 +44,17 @@ def main() -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(
-        level=os.environ.get("TAGWORKER_LOG_LEVEL", "WARNING").upper(),
+        level=_log_level(),
         format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
         stream=sys.stderr,
     )
     app()
+
+
+def _log_level() -> str:
+    """TAGWORKER_LOG_LEVEL (environment or .env); WARNING while the settings are invalid, which the command
+    then reports as a clean error (so `--help` still works)."""
+    try:
+        return get_settings().log_level
+    except ValueError:  # pydantic's ValidationError and pydantic-settings' SettingsError
+        return "WARNING"

@@ -6,10 +6,13 @@ import json
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
+from numpy.typing import NDArray
 
 from worker.cli.common import clean_errors
 from worker.cli.progress import stage_progress
+from worker.errors import ConfigurationError
 from worker.settings import get_settings
 
 bench_app = typer.Typer(help="Benchmarks; `tagworker bench` alone runs the pipeline benchmark.")
@@ -22,8 +25,10 @@ def pipeline(
     data: Annotated[
         Path | None,
         typer.Option(
+            exists=True,
+            dir_okay=False,
             help="CSV or JSON Lines with a `text` field; default Banking77 train from ../shared, "
-            "else the bundled sample."
+            "else the bundled sample.",
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print compact JSON.")] = False,
@@ -58,21 +63,42 @@ def search(
 @bench_app.command()
 def clustering(
     n: Annotated[int, typer.Option(min=10, help="Feedback vectors to cluster.")] = 100_000,
-    vectors: Annotated[Path | None, typer.Option(exists=True, help="A .npy of (n, dims) vectors instead.")] = None,
+    vectors: Annotated[
+        Path | None, typer.Option(exists=True, dir_okay=False, help="A .npy of (n, dims) vectors instead.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print compact JSON.")] = False,
 ) -> None:
     """Seconds and peak RSS of a clustering run over N vectors (synthetic unless --vectors), and assignment cost."""
-    import numpy as np
-
     from worker.clustering import params_from
     from worker.evaluation.clustering import bench_clustering, synthetic_vectors
     from worker.pipeline.cluster import unit_rows
 
     with clean_errors():
-        data = unit_rows(np.load(vectors)) if vectors else synthetic_vectors(n)
+        data = unit_rows(read_vectors(vectors)) if vectors else synthetic_vectors(n)
         result = bench_clustering(data, params_from(get_settings().clustering))
         result["data"] = str(vectors) if vectors else "synthetic: 200 uneven themes, 384-d"
         typer.echo(json.dumps(result, indent=None if as_json else 2))
+
+
+def read_vectors(path: Path) -> NDArray[np.floating]:
+    """The (n, dims) matrix saved in a .npy file, or an error that says what the file holds instead."""
+    try:
+        with path.open("rb") as handle:
+            magic = handle.read(6)
+        matrix = np.load(path, allow_pickle=False) if magic == b"\x93NUMPY" else None
+    except (OSError, ValueError, EOFError) as exc:  # unreadable, truncated, or an object array (needs pickle)
+        raise ConfigurationError(f"cannot read {path}: {exc}; save the vectors with numpy.save") from None
+    if matrix is None:
+        kind = "a .npz archive" if magic.startswith(b"PK") else "not a .npy file"
+        raise ConfigurationError(f"{path} is {kind}; save one (n, dims) array with numpy.save")
+    numeric = np.issubdtype(matrix.dtype, np.floating) or np.issubdtype(matrix.dtype, np.integer)
+    if matrix.ndim != 2 or len(matrix) < 2 or not numeric:
+        raise ConfigurationError(
+            f"{path} holds a {matrix.dtype} array of shape {matrix.shape}; expected (n, dims) numbers with n >= 2"
+        )
+    if not np.isfinite(matrix).all():
+        raise ConfigurationError(f"{path} holds NaN or infinite values")
+    return matrix
 
 
 def register(app: typer.Typer) -> None:

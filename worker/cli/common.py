@@ -13,12 +13,14 @@ import psycopg2.errors
 import redis
 import sqlalchemy.exc
 import typer
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from rich.console import Console
 from rich.markup import escape
 
 from worker.errors import TagworkerError
 from worker.services import ServiceUrls, redact, resolve
-from worker.settings import Settings, get_settings
+from worker.settings import Settings, get_settings, setting_errors
 
 console = Console(stderr=True, soft_wrap=True)
 log = logging.getLogger(__name__)
@@ -37,21 +39,29 @@ _SCHEMA_MISSING = (
 def clean_errors() -> Iterator[None]:
     """Print a tagworker, database or Redis error as one line and exit 2, instead of a traceback.
 
-    The traceback is still logged at DEBUG (TAGWORKER_LOG_LEVEL=DEBUG) for when the one line is not enough.
+    Invalid settings print one line per wrong variable. The traceback is still logged at DEBUG
+    (TAGWORKER_LOG_LEVEL=DEBUG) for when the one line is not enough.
     """
     try:
         yield
     except TagworkerError as exc:
-        _fail(str(exc), exc)
+        _fail(str(exc), exc=exc)
+    except ValidationError as exc:
+        if exc.title != Settings.__name__:
+            raise  # not the user's settings: a bug, whose traceback is the useful part
+        _fail(*setting_errors(exc), exc=exc)
+    except SettingsError as exc:  # a group given whole (TAGWORKER_BATCHING=...) that is not JSON
+        _fail(f"{_first_line(exc)}: set TAGWORKER_<GROUP>__<FIELD> variables, or the group as a JSON object", exc=exc)
     except (sqlalchemy.exc.DBAPIError, psycopg2.Error) as exc:
-        _fail(database_message(exc, _service_url("database")), exc)
+        _fail(database_message(exc, _service_url("database")), exc=exc)
     except (redis.RedisError, kombu.exceptions.OperationalError) as exc:  # kombu's: Celery could not send
-        _fail(redis_message(exc, _service_url("broker")), exc)
+        _fail(redis_message(exc, _service_url("broker")), exc=exc)
 
 
-def _fail(message: str, exc: BaseException) -> NoReturn:
+def _fail(*messages: str, exc: BaseException) -> NoReturn:
     log.debug("the command failed", exc_info=exc)
-    console.print(f"[red]error:[/red] {escape(message)}")
+    for message in messages:
+        console.print(f"[red]error:[/red] {escape(message)}")
     raise typer.Exit(2) from exc
 
 

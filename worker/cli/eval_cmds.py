@@ -31,11 +31,9 @@ def retrieval(
 
     with clean_errors():
         settings = _with_model(get_settings(), model)
+        docs, questions, judgements = read_jsonl_docs(corpus), read_jsonl_docs(queries), read_qrels(qrels)
         with stage_progress() as report:
-            result = evaluate(
-                settings, read_jsonl_docs(corpus), read_jsonl_docs(queries), read_qrels(qrels), hybrid=hybrid,
-                progress=report,
-            )  # fmt: skip
+            result = evaluate(settings, docs, questions, judgements, hybrid=hybrid, progress=report)
         typer.echo(json.dumps(result, indent=None if as_json else 2))
 
 

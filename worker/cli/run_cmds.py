@@ -12,7 +12,7 @@ import typer
 from worker import embedded
 from worker.cli.common import clean_errors, console, settings_and_urls
 from worker.errors import ConfigurationError
-from worker.migrate import upgrade
+from worker.migrate import upgrade, upgrade_when_up
 from worker.processes import start_beat, start_worker, stop, usable_cores
 from worker.settings import get_settings
 
@@ -21,7 +21,9 @@ def _raise_interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
 
-def up(concurrency: Annotated[int, typer.Option(help="Worker pool processes; 0 = one per CPU core.")] = 0) -> None:
+def up(
+    concurrency: Annotated[int, typer.Option(min=0, help="Worker pool processes; 0 = one per CPU core.")] = 0,
+) -> None:
     """Start the embedded PostgreSQL and Redis (unless URLs are set), migrate, run worker and beat until Ctrl-C."""
     with clean_errors():
         settings, urls = settings_and_urls(start_embedded=True)
@@ -47,7 +49,8 @@ def up(concurrency: Annotated[int, typer.Option(help="Worker pool processes; 0 =
 
 def down() -> None:
     """Stop the embedded servers of this data dir (their data stays)."""
-    settings = get_settings()
+    with clean_errors():
+        settings = get_settings()
     embedded.stop(settings.data_dir)
     console.print(f"embedded servers in {settings.data_dir} stopped")
 
@@ -56,15 +59,7 @@ def migrate() -> None:
     """Wait for the database, then bring its schema to the latest Alembic revision."""
     with clean_errors():
         _, urls = settings_and_urls(start_embedded=True)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                upgrade(urls.database_url)
-                break
-            except Exception as exc:  # the database may still be starting (compose)
-                if time.monotonic() > deadline or "does not exist" in str(exc):
-                    raise
-                time.sleep(2)
+        upgrade_when_up(urls.database_url, wait_s=60)
         console.print("database schema is up to date")
 
 
@@ -73,7 +68,7 @@ def worker(
         str | None, typer.Option(help="Comma-separated queues (default: the ingest and training queues).")
     ] = None,
     pool: Annotated[str, typer.Option(help="prefork for CPU; solo for a GPU (CUDA is not fork-safe).")] = "prefork",
-    concurrency: Annotated[int, typer.Option(help="Pool processes (prefork); 0 = one per CPU core.")] = 0,
+    concurrency: Annotated[int, typer.Option(min=0, help="Pool processes (prefork); 0 = one per CPU core.")] = 0,
     loglevel: Annotated[str, typer.Option()] = "INFO",
     name: Annotated[str, typer.Option(help="Celery node name.")] = "tagworker@%h",
 ) -> None:
@@ -84,8 +79,7 @@ def worker(
         if pool not in {"prefork", "solo", "threads"}:
             raise ConfigurationError(f"--pool {pool!r}: use prefork (CPU) or solo (GPU)")
         concurrency = pool_size(pool, concurrency)
-        broker = get_settings().broker
-        queues = queues or f"{broker.ingest_queue},{broker.training_queue}"
+        queues = queues or get_settings().broker.worker_queues
         check_model_config(get_settings())
         from worker.celery_app import app
 

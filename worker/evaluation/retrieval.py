@@ -6,8 +6,7 @@ query goes through `Searcher.search` (HNSW index, optional hybrid), so the numbe
 
 from __future__ import annotations
 
-import csv
-import json
+import math
 import shutil
 import statistics
 import tempfile
@@ -21,6 +20,8 @@ from typing import Any
 from schemas import ContentCreated
 from worker import embedded
 from worker.db import get_engine, session_scope
+from worker.errors import ConfigurationError
+from worker.jsonl import json_lines, utf8_line
 from worker.migrate import upgrade
 from worker.pipeline.batch import item_values
 from worker.pipeline.embed import ModelEmbedder, load_embedder
@@ -35,26 +36,62 @@ Progress = Callable[[str, int, int], None]
 
 def read_jsonl_docs(path: Path) -> dict[str, str]:
     """BEIR corpus or queries: `{"_id", "text"}` per line (a corpus `title` is prepended when present)."""
+    expected = 'a JSON object with "_id" and a "text" string'
     docs: dict[str, str] = {}
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                row = json.loads(line)
-                title = row.get("title") or ""
-                docs[str(row["_id"])] = f"{title}. {row['text']}" if title else str(row["text"])
+    for number, row in json_lines(path, expected):
+        if not isinstance(row, dict) or row.get("_id") in (None, "") or not isinstance(row.get("text"), str):
+            raise ConfigurationError(f"{path}:{number}: expected {expected}")
+        title = row.get("title") or ""
+        docs[str(row["_id"])] = f"{title}. {row['text']}" if title else row["text"]
+    if not docs:
+        raise ConfigurationError(f"{path} has no lines")
     return docs
 
 
 def read_qrels(path: Path) -> dict[str, dict[str, float]]:
-    """BEIR qrels: `query-id<TAB>corpus-id<TAB>score` with a header line."""
+    """BEIR qrels: `query-id<TAB>corpus-id<TAB>score` per line, after an optional header line.
+
+    A line that is not three tab-separated columns with a numeric score is an error naming it: a file in another
+    format (TREC's four columns, commas) must not be read as no judgements and score 0.
+    """
     qrels: dict[str, dict[str, float]] = {}
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle, delimiter="\t")
-        next(reader, None)
-        for row in reader:
-            if len(row) >= 3:
-                qrels.setdefault(row[0], {})[row[1]] = float(row[2])
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            line = utf8_line(path, number, raw).rstrip("\r\n")
+            if not line.strip():
+                continue
+            columns = line.split("\t")
+            score = _score(columns[2]) if len(columns) == 3 else None
+            if score is None:
+                if number == 1 and len(columns) == 3:
+                    continue  # the header: query-id, corpus-id, score
+                raise ConfigurationError(
+                    f"{path}:{number}: expected query-id<TAB>corpus-id<TAB>score, got {len(columns)} column(s): "
+                    f"{line[:80]!r}"
+                )
+            qrels.setdefault(columns[0], {})[columns[1]] = score
+    if not qrels:
+        raise ConfigurationError(f"{path} has no judgements (query-id<TAB>corpus-id<TAB>score lines)")
     return qrels
+
+
+def _score(value: str) -> float | None:
+    try:
+        score = float(value)
+    except ValueError:
+        return None
+    return score if math.isfinite(score) else None
+
+
+def judged_queries(queries: dict[str, str], qrels: dict[str, dict[str, float]]) -> list[str]:
+    """The query ids that have judgements; none is an error (the ids of the two files do not match)."""
+    judged = [q for q in queries if q in qrels]
+    if not judged:
+        raise ConfigurationError(
+            f"none of the {len(queries)} queries has a judgement in the qrels ({len(qrels)} query ids there, e.g. "
+            f"{next(iter(qrels))!r}); the qrels must use the queries' _id values"
+        )
+    return judged
 
 
 def _store_corpus(engine: Any, embedder: ModelEmbedder, corpus: dict[str, str], progress: Progress) -> None:
@@ -95,6 +132,7 @@ def evaluate(
     progress: Progress,
 ) -> dict[str, Any]:
     """Mean nDCG@10, MRR@10 and recall@100 over the queries that have judgements."""
+    judged = judged_queries(queries, qrels)  # before minutes of embedding, not after
     started = time.perf_counter()
     data_dir = Path(tempfile.mkdtemp(prefix="tagworker-eval-"))
     servers = embedded.ensure_running(data_dir)
@@ -104,7 +142,6 @@ def evaluate(
         embedder = load_embedder(settings.model, cache_dir=settings.data_dir / "onnx")
         _store_corpus(engine, embedder, corpus, progress)
         searcher = Searcher(engine=engine, settings=settings, _embedder=embedder)
-        judged = [q for q in queries if q in qrels]
         scores: dict[str, list[float]] = {"ndcg10": [], "mrr10": [], "recall100": []}
         for n, query_id in enumerate(judged, start=1):
             ranked = [hit.external_id for hit in searcher.search(queries[query_id], k=100, hybrid=hybrid)]
