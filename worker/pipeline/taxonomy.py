@@ -4,17 +4,44 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from worker.errors import TaxonomyError
 
-TagName = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128, pattern=r"^[^\x00-\x1f]+$")
-]
+
+def _refuse(controls: str, allowed: str) -> Callable[[str], str]:
+    """A check that a string has none of the `controls` characters (a regex class); `allowed` says what may be."""
+    found = re.compile(controls).search
+
+    def check(value: str) -> str:
+        match = found(value)
+        if match:
+            raise PydanticCustomError(
+                "control_character",
+                "contains control character U+{code} at position {position}; {allowed}",
+                {"code": f"{ord(match.group()):04X}", "position": match.start(), "allowed": allowed},
+            )
+        return value
+
+    return check
+
+
+# Control characters never belong in a taxonomy: a NUL cannot even be stored, and the others garble the terminal
+# and the texts the zero-shot tagger embeds. Descriptions and examples may span lines and hold tabs.
+_NO_CONTROLS = AfterValidator(_refuse(r"[\x00-\x1f]", "names are one line of printable text"))
+_NO_CONTROLS_BUT_LINES = AfterValidator(
+    _refuse(r"[\x00-\x08\x0b\x0c\x0e-\x1f]", "only tabs and line breaks may appear in text")
+)
+TagName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128), _NO_CONTROLS]
+Text = Annotated[str, StringConstraints(max_length=2000), _NO_CONTROLS_BUT_LINES]
+Example = Annotated[str, StringConstraints(min_length=1, max_length=2000), _NO_CONTROLS_BUT_LINES]
 DEFAULT_TAXONOMY = Path(__file__).resolve().parent.parent / "data" / "taxonomy.yaml"
 
 
@@ -24,8 +51,8 @@ class TagSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: TagName
-    description: str = Field(default="", max_length=2000)
-    examples: tuple[Annotated[str, StringConstraints(min_length=1, max_length=2000)], ...] = ()
+    description: Text = ""
+    examples: tuple[Example, ...] = ()
 
 
 class FacetSpec(BaseModel):
@@ -35,7 +62,7 @@ class FacetSpec(BaseModel):
 
     name: TagName
     multi_label: bool = False
-    description: str = Field(default="", max_length=2000)
+    description: Text = ""
     applies_to: tuple[Literal["content", "feedback"], ...] = Field(default=("content", "feedback"), min_length=1)
     tags: tuple[TagSpec, ...] = Field(min_length=1)
 
@@ -45,7 +72,7 @@ class Taxonomy(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str = Field(default="taxonomy", max_length=128)
+    name: Annotated[str, StringConstraints(max_length=128), _NO_CONTROLS] = "taxonomy"
     facets: tuple[FacetSpec, ...] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -78,8 +105,59 @@ def parse_taxonomy(data: object, *, source: str = "taxonomy") -> Taxonomy:
     try:
         return Taxonomy.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}" for e in exc.errors()[:10])
+        problems = "; ".join(f"{_where(data, e['loc'])}: {e['msg']}" for e in _causes(exc.errors())[:10])
         raise TaxonomyError(f"{source} is not a valid taxonomy: {problems}") from None
+
+
+def parse_stored_taxonomy(document: object) -> Taxonomy:
+    """A taxonomy stored before control characters were refused: they read back as spaces, not as an error.
+
+    Tag and facet names never could hold them, so names and tags keep their identity.
+    """
+    return parse_taxonomy(_scrub(document), source="the stored taxonomy")
+
+
+def _scrub(node: object) -> object:
+    if isinstance(node, str):
+        return re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f]", " ", node)
+    if isinstance(node, dict):
+        return {k: re.sub(r"[\x00-\x1f]", " ", v) if k == "name" and isinstance(v, str) else _scrub(v)
+                for k, v in node.items()}  # fmt: skip
+    return [_scrub(v) for v in node] if isinstance(node, list) else node
+
+
+def _causes(errors: list[ErrorDetails]) -> list[ErrorDetails]:
+    """The errors less a list's "too short" where its entries failed (pydantic counts only the valid ones)."""
+
+    def counted_out(error: ErrorDetails) -> bool:
+        loc = error["loc"]
+        return error["type"] == "too_short" and any(
+            len(o["loc"]) > len(loc) and o["loc"][: len(loc)] == loc for o in errors
+        )
+
+    return [e for e in errors if not counted_out(e)]
+
+
+def _where(data: object, loc: tuple[int | str, ...]) -> str:
+    """An error's place by the names in the file (`facet 'topic', tag 'seo', description`), not by position."""
+    parts: list[str] = []
+    node: object = data
+    for key in loc:
+        node = _child(node, key)
+        name = node.get("name") if isinstance(node, dict) else None
+        if isinstance(key, int) and parts and parts[-1] in ("facets", "tags") and isinstance(name, str):
+            parts[-1] = f"{parts[-1].removesuffix('s')} {name!r}"
+        elif isinstance(key, int) and parts:
+            parts[-1] += f"[{key}]"
+        else:
+            parts.append(str(key))
+    return ", ".join(parts) or "file"
+
+
+def _child(node: object, key: int | str) -> object:
+    if isinstance(node, dict):
+        return node.get(key)
+    return node[key] if isinstance(node, list | tuple) and isinstance(key, int) and 0 <= key < len(node) else None
 
 
 def read_taxonomy(path: Path) -> Taxonomy:

@@ -15,7 +15,7 @@ from worker.locks import AdvisoryLock
 from worker.pipeline.tag import Tagger as FittedTagger
 from worker.pipeline.tag import dump_tagger, load_tagger
 from worker.pipeline.tag_fit import LabelledSet
-from worker.pipeline.taxonomy import Taxonomy, parse_taxonomy
+from worker.pipeline.taxonomy import Taxonomy, parse_stored_taxonomy
 from worker.store.training import ReadPoint, labels_since
 
 TAGGING_LOCK = int(AdvisoryLock.TAGGER_FIT)  # one tagger fit at a time across all workers
@@ -70,7 +70,7 @@ def current_taxonomy(session: Session) -> tuple[int, Taxonomy] | None:
     row = session.execute(
         select(TaxonomyVersion.id, TaxonomyVersion.document).order_by(TaxonomyVersion.id.desc()).limit(1)
     ).first()
-    return None if row is None else (row.id, parse_taxonomy(row.document))
+    return None if row is None else (row.id, parse_stored_taxonomy(row.document))
 
 
 def tag_ids(session: Session) -> dict[str, int]:
