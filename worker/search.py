@@ -94,7 +94,9 @@ class Searcher:
             if tag is not None:
                 tag_id = store.tag_id_by_name(session, tag)
                 if tag_id is None:
-                    raise SearchError(f"unknown tag {tag!r}: `tagworker tags list` shows the taxonomy")
+                    raise SearchError(
+                        f"unknown tag {tag!r} (or a retired one): `tagworker tags list` shows the current tags"
+                    )
             dense = store.nearest(
                 session, vector=vector, model_version_id=version_id, dims=dims, k=depth,
                 ef_search=self.ef_search, kind=kind, since=since, tag_id=tag_id,

@@ -100,7 +100,8 @@ def show(
         for column in ("facet", "tag", "score", "source", "head"):
             table.add_column(column)
         for r in rows:
-            table.add_row(str(r["facet"]), str(r["tag"]), f"{r['score']:.2f}", str(r["source"]), str(r["head"]))
+            tag = str(r["tag"]) + (" (retired)" if r["retired"] else "")
+            table.add_row(str(r["facet"]), tag, f"{r['score']:.2f}", str(r["source"]), str(r["head"]))
         console.print(table)
 
 
@@ -124,7 +125,12 @@ def review(
             table.add_column(column, overflow="fold")
         for i in items:
             margin = "-" if i.margin is None else f"{i.margin:.3f}"
-            table.add_row(f"{i.kind}/{i.external_id}", margin, ", ".join(i.tags), " ".join(i.text.split())[:120])
+            table.add_row(
+                f"{i.kind}/{i.external_id}",
+                margin,
+                ", ".join(i.tags + [f"{t} (retired)" for t in i.retired_tags]),
+                " ".join(i.text.split())[:120],
+            )
         console.print(table)
 
 

@@ -9,8 +9,11 @@ from worker.errors import CorrectionError
 
 @dataclass(frozen=True)
 class TagInfo:
+    """A tag's facet; a retired tag (dropped from the taxonomy) is in no facet any more and can only be taken off."""
+
     facet: str
     multi_label: bool
+    retired: bool = False
 
 
 @dataclass(frozen=True)
@@ -29,17 +32,24 @@ def plan_correction(
 ) -> CorrectionPlan:
     """Check a correction against the taxonomy and the item's current tags.
 
-    Adding a tag of a single-label facet takes the facet's other tags off the item and records them as absent.
+    Adding a tag of a single-label facet takes the facet's other current tags off the item and records them as
+    absent. Retired tags can be removed (people clean up tags the taxonomy dropped) but not added.
 
     Raises:
-        CorrectionError: unknown tags, a tag both added and removed, two tags added to one single-label facet,
-            or nothing to do.
+        CorrectionError: unknown tags, retired tags added, a tag both added and removed, two tags added to one
+            single-label facet, or nothing to do.
     """
     if not added and not removed:
         raise CorrectionError("a correction must add or remove at least one tag")
     unknown = sorted({t for t in [*added, *removed] if t not in tags})
     if unknown:
         raise CorrectionError(f"unknown tag(s) {', '.join(unknown)}; `tagworker tags list` shows the taxonomy")
+    retired = sorted({t for t in added if tags[t].retired})
+    if retired:
+        raise CorrectionError(
+            f"tag(s) {', '.join(retired)} retired from the taxonomy: they can be removed from an item but not added; "
+            "`tagworker tags list` shows the current tags"
+        )
     both = sorted(set(added) & set(removed))
     if both:
         raise CorrectionError(f"tag(s) {', '.join(both)} both added and removed")
@@ -53,7 +63,7 @@ def plan_correction(
         for tag in added
         if not tags[tag].multi_label
         for other in current
-        if other != tag and other in tags and tags[other].facet == tags[tag].facet
+        if other != tag and other in tags and not tags[other].retired and tags[other].facet == tags[tag].facet
     }
     labels = {t: True for t in added} | {t: False for t in [*removed, *displaced]}
     after = (current - set(removed) - displaced) | set(added)
@@ -79,8 +89,9 @@ def plan_against_later_decisions(
         CorrectionError: as `plan_correction`, for the correction as it was sent.
     """
     plan = plan_correction(current=current, added=added, removed=removed, tags=tags)
-    facets = {tags[t].facet for t in decided if t in tags and not tags[t].multi_label}
-    decided = decided | {t for t, info in tags.items() if not info.multi_label and info.facet in facets}
+    facet_wide = {t: i for t, i in tags.items() if not i.multi_label and not i.retired}
+    facets = {facet_wide[t].facet for t in decided if t in facet_wide}
+    decided = decided | {t for t, info in facet_wide.items() if info.facet in facets}
     if not decided & set(plan.labels):
         return plan
     still = [t for t in added if t not in decided], [t for t in removed if t not in decided]

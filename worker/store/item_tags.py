@@ -111,9 +111,9 @@ def tagged_by_others_since(session: Session, *, model_version_id: int, tagger_id
 
 
 def tag_infos(session: Session) -> dict[str, tuple[int, TagInfo]]:
-    """Current (not retired) tags: name -> (id, facet info)."""
-    rows = session.execute(select(Tag.name, Tag.id, Tag.facet, Tag.multi_label).where(Tag.retired_at.is_(None)))
-    return {r.name: (r.id, TagInfo(r.facet, r.multi_label)) for r in rows}
+    """Every tag, retired ones marked (a correction may take those off an item): name -> (id, facet info)."""
+    rows = session.execute(select(Tag.name, Tag.id, Tag.facet, Tag.multi_label, Tag.retired_at))
+    return {r.name: (r.id, TagInfo(r.facet, r.multi_label, retired=r.retired_at is not None)) for r in rows}
 
 
 def decided_after(session: Session, item_id: int, moment: datetime, event_id: uuid.UUID) -> set[str]:

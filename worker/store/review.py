@@ -16,16 +16,24 @@ class ReviewItem:
     text: str
     margin: float | None
     tags: list[str]
+    retired_tags: list[str]  # tags the item still carries that the taxonomy dropped; a person can only remove them
 
 
 def review_queue(session: Session, n: int) -> list[ReviewItem]:
-    """Items no person has labelled, closest to a tag threshold first (a correction there teaches the most)."""
+    """Items no person has labelled, closest to a tag threshold first (a correction there teaches the most).
+
+    `tags` holds the item's current tags (`name:score`, best first); those the taxonomy retired are in `retired_tags`.
+    """
     rows = session.execute(
         text(
             """
             SELECT i.id, i.kind, i.external_id, i.text, t.margin,
                    coalesce((SELECT array_agg(g.name || ':' || round(it.score::numeric, 2) ORDER BY it.score DESC)
-                             FROM item_tags it JOIN tags g ON g.id = it.tag_id WHERE it.item_id = i.id), '{}') AS tags
+                             FROM item_tags it JOIN tags g ON g.id = it.tag_id
+                             WHERE it.item_id = i.id AND g.retired_at IS NULL), '{}') AS tags,
+                   coalesce((SELECT array_agg(g.name ORDER BY g.name)
+                             FROM item_tags it JOIN tags g ON g.id = it.tag_id
+                             WHERE it.item_id = i.id AND g.retired_at IS NOT NULL), '{}') AS retired_tags
             FROM item_tagging t JOIN items i ON i.id = t.item_id
             WHERE t.margin IS NOT NULL AND NOT EXISTS (SELECT 1 FROM item_labels l WHERE l.item_id = i.id)
             ORDER BY t.margin ASC, i.id
@@ -34,15 +42,17 @@ def review_queue(session: Session, n: int) -> list[ReviewItem]:
         ),
         {"n": n},
     )
-    return [ReviewItem(r.id, r.kind, r.external_id, r.text, r.margin, list(r.tags)) for r in rows]
+    return [ReviewItem(r.id, r.kind, r.external_id, r.text, r.margin, list(r.tags), list(r.retired_tags)) for r in rows]
 
 
 def tags_of_item(session: Session, item_id: int) -> list[dict[str, object]]:
+    """The item's tags, current ones first; `retired` marks a tag the taxonomy dropped (it can only be removed)."""
     rows = session.execute(
         text(
             """
-            SELECT g.name AS tag, g.facet, it.score, it.source, it.head
-            FROM item_tags it JOIN tags g ON g.id = it.tag_id WHERE it.item_id = :i ORDER BY g.facet, it.score DESC
+            SELECT g.name AS tag, g.facet, it.score, it.source, it.head, g.retired_at IS NOT NULL AS retired
+            FROM item_tags it JOIN tags g ON g.id = it.tag_id WHERE it.item_id = :i
+            ORDER BY g.retired_at IS NOT NULL, g.facet, it.score DESC
             """
         ),
         {"i": item_id},

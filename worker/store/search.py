@@ -154,4 +154,5 @@ def active_version(session: Session) -> tuple[int, str, int] | None:
 
 
 def tag_id_by_name(session: Session, name: str) -> int | None:
-    return session.execute(text("SELECT id FROM tags WHERE name = :n"), {"n": name}).scalar()
+    """A current tag's id; None for a tag the taxonomy never had or retired (its items are not kept up to date)."""
+    return session.execute(text("SELECT id FROM tags WHERE name = :n AND retired_at IS NULL"), {"n": name}).scalar()
