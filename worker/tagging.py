@@ -15,11 +15,13 @@ from sqlalchemy.orm import Session
 from models import Tagger as TaggerRow
 from models import TaxonomyVersion
 from worker.db import session_scope
+from worker.errors import ModelVersionRetired
 from worker.pipeline.embed import Embedder
 from worker.pipeline.tag import TagAssignment
 from worker.pipeline.tag_fit import FitParams, fit_tagger, tag_text_vectors
 from worker.settings import TaggingSettings
 from worker.store.item_tags import ModelTag, items_to_retag, replace_model_tags, tagged_by_others_since
+from worker.store.model_versions import check_not_retired
 from worker.store.tags import (
     StoredTagger,
     current_taxonomy,
@@ -196,6 +198,11 @@ class TaggingService:
                 prediction = self.predict([r.kind for r in rows], vectors)
                 if prediction is not None:
                     write_tagged(session, prediction.for_items([r.item_id for r in rows]), self.model_version_id)
+                try:  # a worker that has not switched yet must not re-tag over the new version's tags
+                    check_not_retired(session, self.model_version_id)
+                except ModelVersionRetired:
+                    log.info("model version %d was retired; stopped re-tagging", self.model_version_id)
+                    return done
                 session.commit()
                 done, after = done + len(rows), rows[-1].item_id
         log.info("re-tagged %d items with tagger %d", done, stored.id)

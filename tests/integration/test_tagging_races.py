@@ -139,3 +139,16 @@ def test_a_label_committed_after_a_fit_with_a_lower_id_refits(tagged: Tagged) ->
         slow.commit()
     assert service.fit() is not None, "the slow correction was never fitted"
     assert service.fit() is None
+
+
+def test_a_worker_whose_version_was_retired_stops_retagging(tagged: Tagged) -> None:
+    """A worker that has not switched yet re-tagged the old version's items after the switch, over the new tags."""
+    engine, service, items = tagged
+    assert service.fit(force=True) is not None
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE model_versions SET status = 'retired' WHERE id = :v"),
+                     {"v": service.model_version_id})  # fmt: skip
+    assert service.retag_pending() == 0
+    assert all(tags_of(engine, item) == set() for item in items)
+    with engine.connect() as conn:
+        assert conn.scalar(text("SELECT count(*) FROM item_tagging")) == 0, "nothing written for the retired version"
