@@ -7,7 +7,6 @@ worker's main process, its pool processes, PostgreSQL and Redis, which all share
 
 from __future__ import annotations
 
-import csv
 import gc
 import shutil
 import statistics
@@ -15,7 +14,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from sqlalchemy import Engine, text
 from worker import embedded
 from worker.db import get_engine
 from worker.errors import ConfigurationError
-from worker.jsonl import json_lines, utf8_line
+from worker.jsonl import csv_rows, json_lines
 from worker.migrate import upgrade
 from worker.pipeline.embed import load_embedder, pick_device, resolve_model_path
 from worker.processes import start_worker, stop
@@ -47,7 +46,8 @@ def load_texts(path: Path | None, n: int) -> tuple[list[str], str]:
     """
     source = path or (SHARED_BANKING77 if SHARED_BANKING77.exists() else BUNDLED_SAMPLE)
     try:
-        texts = _csv_texts(source) if source.suffix == ".csv" else _jsonl_texts(source)
+        rows = csv_rows(source, required="text") if source.suffix == ".csv" else _jsonl_texts(source)
+        texts = [row["text"] for _, row in rows]
     except OSError as exc:
         raise ConfigurationError(f"cannot read {source}: {exc.strerror or exc}") from None
     if not texts:
@@ -55,31 +55,12 @@ def load_texts(path: Path | None, n: int) -> tuple[list[str], str]:
     return [texts[i % len(texts)] for i in range(n)], str(source)
 
 
-def _jsonl_texts(path: Path) -> list[str]:
+def _jsonl_texts(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     expected = 'a JSON object with a "text" string'
-    texts = []
     for number, row in json_lines(path, expected):
         if not isinstance(row, dict) or not isinstance(row.get("text"), str):
             raise ConfigurationError(f"{path}:{number}: expected {expected}")
-        texts.append(row["text"])
-    return texts
-
-
-def _csv_texts(path: Path) -> list[str]:
-    with path.open("rb") as handle:
-        reader = csv.DictReader(utf8_line(path, number, raw) for number, raw in enumerate(handle, 1))
-        try:
-            if "text" not in (reader.fieldnames or ()):
-                header = ", ".join(reader.fieldnames or ()) or "none"
-                raise ConfigurationError(f"{path}:1: no `text` column (the header has: {header})")
-            texts = []
-            for row in reader:
-                if row["text"] is None:
-                    raise ConfigurationError(f"{path}:{reader.line_num}: no value in the `text` column")
-                texts.append(row["text"])
-        except csv.Error as exc:  # DictReader's own line_num lags behind on an error; its reader's does not
-            raise ConfigurationError(f"{path}:{reader.reader.line_num}: {exc}") from None
-    return texts
+        yield number, row
 
 
 def raw_encode_rate(settings: Settings, texts: list[str]) -> float:

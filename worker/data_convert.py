@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import uuid
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from worker.errors import ConfigurationError
-from worker.jsonl import json_lines, utf8_line
+from worker.jsonl import csv_rows, json_lines
 
 APPSTORE_TEST_SHARE = 0.2
 
@@ -20,7 +19,7 @@ APPSTORE_TEST_SHARE = 0.2
 def _banking77(source: Path) -> Iterator[tuple[str, dict[str, object]]]:
     for split in ("train", "test"):
         path = source / "banking77" / f"{split}.csv"
-        for number, row in _csv_rows(path):
+        for number, row in csv_rows(path):
             text, category = _strings(path, number, row, ("text", "category"), what="column")
             yield split, {"text": text, "tags": [category]}
 
@@ -55,17 +54,6 @@ def _appstore(source: Path) -> Iterator[tuple[str, dict[str, object]]]:
             continue
         bucket = zlib.crc32(str(row.get("app_id", number)).encode()) % 1000
         yield "test" if bucket < 1000 * APPSTORE_TEST_SHARE else "train", {"text": description, "tags": [genre]}
-
-
-def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, row) per CSV record after the header; bytes that are not UTF-8 are an error naming the line."""
-    with path.open("rb") as handle:
-        reader = csv.DictReader(utf8_line(path, number, raw) for number, raw in enumerate(handle, 1))
-        try:
-            for row in reader:
-                yield reader.line_num, row
-        except csv.Error as exc:  # DictReader's own line_num lags behind on an error; its reader's does not
-            raise ConfigurationError(f"{path}:{reader.reader.line_num}: {exc}") from None
 
 
 def _strings(path: Path, number: int, row: object, names: tuple[str, ...], *, what: str = "field") -> list[str]:

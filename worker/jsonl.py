@@ -1,7 +1,8 @@
-"""JSON Lines input files (labelled data, vocabulary pairs): one reader that names the bad line."""
+"""JSON Lines and CSV input files (labelled data, vocabulary pairs, bench texts): readers that name the bad line."""
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,3 +37,23 @@ def utf8_line(path: Path, number: int, raw: bytes) -> str:
         raise ConfigurationError(
             f"{path}:{number}: not UTF-8 (byte 0x{bad} at position {exc.start + 1} of the line); save the file as UTF-8"
         ) from None
+
+
+def csv_rows(path: Path, *, required: str | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, row) per CSV record after the header; bytes that are not UTF-8 are an error naming the line.
+
+    Args:
+        required: a column the header must have, and every row a value in.
+    """
+    with path.open("rb") as handle:
+        reader = csv.DictReader(utf8_line(path, number, raw) for number, raw in enumerate(handle, 1))
+        try:
+            if required is not None and required not in (reader.fieldnames or ()):
+                header = ", ".join(reader.fieldnames or ()) or "none"
+                raise ConfigurationError(f"{path}:1: no `{required}` column (the header has: {header})")
+            for row in reader:
+                if required is not None and row[required] is None:
+                    raise ConfigurationError(f"{path}:{reader.line_num}: no value in the `{required}` column")
+                yield reader.line_num, row
+        except csv.Error as exc:  # DictReader's own line_num lags behind on an error; its reader's does not
+            raise ConfigurationError(f"{path}:{reader.reader.line_num}: {exc}") from None
