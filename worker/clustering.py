@@ -110,7 +110,13 @@ class ClusteringService:
                 return self._skip(session, run_id, started, n, f"{n} feedback items; {needed}")
             result = cluster_vectors(feedback.vectors, params)
             if result.n_clusters == 0:
-                return self._skip(session, run_id, started, n, f"HDBSCAN found no cluster in {n} items")
+                return self._skip(
+                    session,
+                    run_id,
+                    started,
+                    n,
+                    f"no theme in {n} items: HDBSCAN found none, or none kept enough members",
+                )
             self._write(session, run_id, feedback, result)
             try:  # a switch during the run: its themes would take every theme back to the retired version
                 check_not_retired(session, self.model_version_id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -14,6 +16,7 @@ from worker.pipeline.cluster import (
     merge_by_silhouette,
     neighbour_vote,
     unit_rows,
+    without_small_themes,
 )
 from worker.pipeline.cluster_labels import ctfidf_keywords, representatives, short_label
 from worker.pipeline.cluster_match import match_clusters
@@ -171,3 +174,34 @@ def test_a_retired_theme_items_still_point_at_is_never_revived() -> None:
                            old_ids=[1], old_centroids=unit_rows(np.eye(1, 8, 1, dtype=np.float32)))  # fmt: skip
     assert match.keeps == [None, 1]
     assert all(2 not in related for _, _, related in match.events)
+
+
+def test_no_theme_is_left_with_a_handful_of_items() -> None:
+    """The k-means steps, the vote and the noise rule used to leave a 3-item theme when min_cluster_size was 8."""
+    vectors, _ = blobs(600, 1, spread=0.3)  # one diffuse cloud: HDBSCAN finds many small pieces in it
+    params = ClusterParams(dims=10, min_cluster_size=8)
+    result = cluster_vectors(vectors, params)
+    sizes = np.bincount(result.labels[result.labels >= 0], minlength=result.n_clusters)
+    assert result.n_clusters >= 1 and sizes.min() >= params.min_cluster_size * params.min_theme_share, sizes
+
+
+def test_one_tight_theme_stays_one_theme_without_warnings() -> None:
+    """The silhouette merge never goes below two, but one theme's pieces are joined before it (no forced split)."""
+    vectors, _ = blobs(300, 1, dims=384, spread=0.05)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the silhouette of a single piece used to divide 0 by 0
+        result = cluster_vectors(vectors, ClusterParams())
+    assert result.n_clusters == 1 and result.noise_share == 0.0
+
+
+def test_identical_items_are_no_theme_rather_than_a_crash() -> None:
+    """HDBSCAN finds no cluster among copies of one text; the run records that as skipped (clean, nothing written)."""
+    vectors = np.repeat(unit_rows(np.random.default_rng(3).normal(size=(1, 32))), 100, axis=0)
+    result = cluster_vectors(vectors, ClusterParams(dims=10, min_cluster_size=8))
+    assert result.n_clusters == 0 and result.noise_share == 1.0
+
+
+def test_when_no_theme_keeps_enough_members_everything_is_noise() -> None:
+    vectors = unit_rows(np.array([[1, 0, 0], [1, 0.1, 0], [0, 1, 0], [0, 1, 0.1]], dtype=np.float32))
+    result = without_small_themes(vectors, np.array([0, 0, 1, 1]), min_size=3, threshold=0.3)
+    assert result.labels.tolist() == [NOISE] * 4 and result.n_clusters == 0
