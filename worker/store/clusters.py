@@ -97,10 +97,15 @@ def members_awaiting_vectors(
 
 
 def _in_window(query: Select[Any], window_days: int) -> Select[Any]:
-    """Only items of the last `window_days` days (0: all), the clustering window."""
+    """Only items of the last `window_days` days (0: all), the clustering window.
+
+    An item dated after it arrived (a producer's clock ahead, a survey dated when it is due) counts from its
+    arrival: by `occurred_at` it would stay in the window, and in its themes, long after its time.
+    """
     if not window_days:
         return query
-    return query.where(Item.occurred_at >= datetime.now(UTC) - timedelta(days=window_days))
+    dated = func.least(Item.occurred_at, Item.received_at)
+    return query.where(dated >= datetime.now(UTC) - timedelta(days=window_days))
 
 
 def live_themes_elsewhere(session: Session, model_version_id: int) -> list[int]:
