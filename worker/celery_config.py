@@ -49,9 +49,11 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, object]:
         "worker_consumer": "worker.refused:RecordingConsumer",
         "worker_send_task_events": False,
         "beat_schedule": {
+            # On the ingest queue, behind any backlog: they never expire, so a backlog delays them instead of
+            # dropping every one; those that bunched up skip cheaply when it drains (worker/maintenance.py).
             # Cheap when nothing changed (two queries).
-            "refit-tags": _every("tagworker.refit_tags", settings.tagging.refit_interval_s),
-            "cluster-feedback": _every("tagworker.cluster_feedback", settings.clustering.interval_s),
+            "refit-tags": _every("tagworker.refit_tags", settings.tagging.refit_interval_s, expires=False),
+            "cluster-feedback": _every("tagworker.cluster_feedback", settings.clustering.interval_s, expires=False),
             # Retrains only when enough new human labels arrived; the advisory lock keeps it to one run.
             "retrain": _every("tagworker.retrain", settings.training.interval_s),
             # Catches up vectors after a promotion or rollback (and after a backfill was interrupted).
@@ -74,6 +76,13 @@ def _redis_transport(broker_url: str) -> dict[str, object]:
     return {"broker_transport": TRANSPORT, **tls}
 
 
-def _every(task: str, seconds: float) -> dict[str, object]:
-    """A beat entry; it expires after one period, so that a backlog never stacks runs up."""
-    return {"task": task, "schedule": seconds, "options": {"expires": seconds}}
+def _every(task: str, seconds: float, *, expires: bool = True) -> dict[str, object]:
+    """A beat entry; by default it expires after one period, so that a backlog never stacks runs up.
+
+    `expires=False` for a task on the ingest queue: behind a backlog longer than the period every message would
+    expire before a worker reached it, and the task would not run at all until the backlog was gone.
+    """
+    if expires:
+        return {"task": task, "schedule": seconds, "options": {"expires": seconds}}
+    # `scheduled` lets the task tell beat's messages, which may have bunched up, from one a person sent.
+    return {"task": task, "schedule": seconds, "options": {}, "kwargs": {"scheduled": True}}

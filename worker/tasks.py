@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any
 
 from celery_batches import SimpleRequest
 
 from worker.batching import IngestBatches
 from worker.celery_app import app
+from worker.maintenance import recent_cluster_run, recent_tagger_fit
 from worker.pipeline.validate import read_message
 from worker.runtime import get_runtime
 from worker.settings import get_settings
 
+log = logging.getLogger(__name__)
 _batching = get_settings().batching
 
 
@@ -31,18 +34,38 @@ def ingest(requests: list[SimpleRequest]) -> dict[str, Any]:
 
 
 @app.task(name="tagworker.refit_tags", acks_late=True, ignore_result=True)
-def refit_tags(force: bool = False) -> dict[str, Any]:
-    """Refit the taggers when corrections or the taxonomy changed, then re-tag stored items."""
-    tagging = get_runtime().tagging
+def refit_tags(force: bool = False, scheduled: bool = False) -> dict[str, Any]:
+    """Refit the taggers when corrections or the taxonomy changed, then re-tag stored items.
+
+    A message from beat (`scheduled`) skips when a tagger was fitted less than half a refit interval ago: beat's
+    messages bunch up behind an ingest backlog (worker/maintenance.py).
+    """
+    runtime = get_runtime()
+    engine, version = runtime.ingest.engine, runtime.model_version_id
+    interval_s = runtime.settings.tagging.refit_interval_s
+    if scheduled and (why := recent_tagger_fit(engine, model_version_id=version, interval_s=interval_s)):
+        log.info("refit skipped: %s", why)
+        return {"fitted": None, "retagged": 0, "skipped": why}
+    tagging = runtime.tagging
     fitted = tagging.fit(force=force)
     retagged = tagging.retag_pending()
     return {"fitted": fitted.tagger_id if fitted else None, "retagged": retagged}
 
 
 @app.task(name="tagworker.cluster_feedback", acks_late=True, ignore_result=True)
-def cluster_feedback() -> dict[str, Any]:
-    """Full clustering run of the feedback (beat, hourly by default); one at a time across all workers."""
-    return dataclasses.asdict(get_runtime().clustering.run())
+def cluster_feedback(scheduled: bool = False) -> dict[str, Any]:
+    """Full clustering run of the feedback (beat, hourly by default); one at a time across all workers.
+
+    A message from beat (`scheduled`) skips when a run started less than half an interval ago: beat's messages
+    bunch up behind an ingest backlog (worker/maintenance.py).
+    """
+    runtime = get_runtime()
+    engine, version = runtime.ingest.engine, runtime.model_version_id
+    interval_s = runtime.settings.clustering.interval_s
+    if scheduled and (why := recent_cluster_run(engine, model_version_id=version, interval_s=interval_s)):
+        log.info("clustering skipped: %s", why)
+        return {"status": "skipped", "message": why}
+    return dataclasses.asdict(runtime.clustering.run())
 
 
 # Not redelivered when its process dies: a fine-tune killed for memory would be killed again at once, over and
