@@ -69,6 +69,18 @@ def _refuse_without_model(**_: object) -> None:
 
 
 @signals.worker_init.connect
+def _refuse_old_redis(sender: Any = None, **_: object) -> None:
+    """Refuse to start on a Redis older than 6.2, where taking the first message would fail with `unknown command
+    'BLMOVE'`. A Redis that cannot be reached yet is left to Celery, which retries the connection itself."""
+    from worker.queues import broker_redis_version
+    from worker.server_versions import redis_problem
+
+    version = broker_redis_version(sender.app.conf.broker_url if sender is not None else app.conf.broker_url)
+    if version is not None and (problem := redis_problem(version)):
+        raise SystemExit(f"tagworker worker: {problem}")
+
+
+@signals.worker_init.connect
 def _share_cores(sender: Any = None, **_: object) -> None:
     """Give each pool process its share of the cores when TORCH_THREADS is 0 (auto).
 

@@ -16,9 +16,12 @@ from sqlalchemy.orm import Session
 
 import migrations
 from models import TaxonomyVersion
+from worker.errors import ConfigurationError
 from worker.locks import AdvisoryLock
 from worker.pipeline.taxonomy import DEFAULT_TAXONOMY, read_taxonomy
+from worker.server_versions import pgvector_problem
 from worker.settings import get_settings
+from worker.store.server import vector_extension_versions
 from worker.store.tags import save_taxonomy
 
 log = logging.getLogger(__name__)
@@ -46,11 +49,14 @@ def alembic_config(database_url: str) -> Config:
 
 
 def ensure_vector_extension(database_url: str) -> None:
-    """Create pgvector before the first migration, whose column types need it."""
+    """Create pgvector before the first migration, whose column types need it; refuse one older than 0.8."""
     engine = create_engine(database_url, poolclass=pool.NullPool)
     try:
         with engine.begin() as connection:
             connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({int(AdvisoryLock.VECTOR_EXTENSION)})")
+            available, installed = vector_extension_versions(connection)
+            if problem := pgvector_problem(available=available, installed=installed):
+                raise ConfigurationError(problem)
             connection.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS vector")
     finally:
         engine.dispose()
