@@ -109,7 +109,9 @@ def test_compose_config_renders_the_production_stack(rendered: dict[str, Any]) -
     redis_command = _words(services["redis"]["command"])
     for flag in ("--appendonly yes", "--appendfsync everysec", "--maxmemory-policy noeviction"):
         assert flag in redis_command, f"redis command lacks {flag!r}: {redis_command}"
-    assert "--requirepass dummy-redis-password" in redis_command
+    # The password comes from the container's environment on stdin (`redis-server -`), not the command line.
+    assert "redis-server - " in redis_command and "requirepass $" in redis_command and "REDISCLI_AUTH" in redis_command
+    assert services["redis"]["environment"]["REDISCLI_AUTH"] == "dummy-redis-password"
 
     # GPU worker: one NVIDIA GPU, a solo pool (CUDA isn't fork-safe), and the CUDA device selected.
     gpu = services["worker-gpu"]
@@ -137,6 +139,9 @@ def test_compose_config_renders_the_production_stack(rendered: dict[str, Any]) -
     assert env["TAGWORKER_DATABASE__URL"].startswith("postgresql+psycopg2://tagworker:dummy-pg-password@postgres:5432/")
     assert env["TAGWORKER_BROKER__URL"] == "redis://:dummy-redis-password@redis:6379/0"
 
+    # Flower reads the broker URL from its environment.
+    assert services["flower"]["environment"]["CELERY_BROKER_URL"] == "redis://:dummy-redis-password@redis:6379/0"
+
     # Flower is reachable on loopback only.
     for port in services["flower"]["ports"]:
         host_ip = port.get("host_ip") if isinstance(port, dict) else str(port).split(":")[0]
@@ -153,3 +158,14 @@ def test_compose_config_refuses_a_missing_secret(compose_cmd: list[str], tmp_pat
     result = _run_config(compose_cmd, tmp_path, overrides)
     assert result.returncode != 0, f"`config` succeeded without {missing}:\n{result.stdout}"
     assert missing in result.stderr + result.stdout
+
+
+def test_no_secret_is_on_a_command_line_or_in_a_healthcheck(rendered: dict[str, Any]) -> None:
+    """Flower's `--broker=redis://:<password>@...` and redis-server's `--requirepass <password>` were readable by
+    any user of the host with `ps`, and by `docker inspect`; secrets belong in the environment only."""
+    secrets = [value.split(":", 1)[-1] for value in DUMMY_SECRETS.values()]
+    for name, service in rendered["services"].items():
+        lines = [_words(service.get("command")), _words(service.get("entrypoint"))]
+        lines.append(_words((service.get("healthcheck") or {}).get("test")))
+        for line in lines:
+            assert not any(secret in line for secret in secrets), f"{name} has a secret on a command line: {line}"
