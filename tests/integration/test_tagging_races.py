@@ -31,13 +31,16 @@ Tagged = tuple[Engine, TaggingService, list[int]]
 
 @pytest.fixture
 def tagged(stack: ServiceUrls) -> Iterator[tuple[Engine, TaggingService, list[int]]]:
-    """A migrated database with the default taxonomy, one model version and three embedded feedback items."""
+    """A migrated database with the default taxonomy, one model version and three embedded content items.
+
+    Content, not feedback: the tests correct them with funnel_stage tags, a facet for content only.
+    """
     for url in scratch_database(stack.database_url, prefix="tagraces"):
         seed_taxonomy(url, DEFAULT_TAXONOMY)
         engine = get_engine(url)
         with engine.begin() as conn:
             version = register_model_version(conn, name="fake-tags@1", base_model="fake", path=None, dims=DIMS)
-            items = [store_item(conn, version, f"feedback {i}") for i in range(3)]
+            items = [store_item(conn, version, f"content {i}") for i in range(3)]
         service = TaggingService(engine=engine, embedder=FakeEmbedder(), model_version_id=version,
                                  settings=TaggingSettings())  # fmt: skip
         yield engine, service, items
@@ -46,7 +49,7 @@ def tagged(stack: ServiceUrls) -> Iterator[tuple[Engine, TaggingService, list[in
 def store_item(conn, version: int, body: str) -> int:  # type: ignore[no-untyped-def]
     item_id = int(conn.scalar(
         text("""INSERT INTO items (kind, external_id, event_id, text, content_sha256, occurred_at, metadata)
-                VALUES ('feedback', :x, :e, :x, :h, now(), '{}') RETURNING id"""),
+                VALUES ('content', :x, :e, :x, :h, now(), '{}') RETURNING id"""),
         {"x": body, "e": uuid.uuid4(), "h": hashlib.sha256(body.encode()).hexdigest()},
     ))  # fmt: skip
     vector = np.full(DIMS, 1 / np.sqrt(DIMS)).tolist()

@@ -6,14 +6,20 @@ from dataclasses import dataclass
 
 from worker.errors import CorrectionError
 
+ITEM_KINDS: tuple[str, ...] = ("content", "feedback")
+
 
 @dataclass(frozen=True)
 class TagInfo:
-    """A tag's facet; a retired tag (dropped from the taxonomy) is in no facet any more and can only be taken off."""
+    """A tag's facet; a retired tag (dropped from the taxonomy) is in no facet any more and can only be taken off.
+
+    `applies_to` is the item kinds the facet is for: a person may add its tags only to those.
+    """
 
     facet: str
     multi_label: bool
     retired: bool = False
+    applies_to: tuple[str, ...] = ITEM_KINDS
 
 
 @dataclass(frozen=True)
@@ -28,16 +34,17 @@ class CorrectionPlan:
 
 
 def plan_correction(
-    *, current: set[str], added: list[str], removed: list[str], tags: dict[str, TagInfo]
+    *, kind: str, current: set[str], added: list[str], removed: list[str], tags: dict[str, TagInfo]
 ) -> CorrectionPlan:
-    """Check a correction against the taxonomy and the item's current tags.
+    """Check a correction of an item of `kind` (content or feedback) against the taxonomy and its current tags.
 
     Adding a tag of a single-label facet takes the facet's other current tags off the item and records them as
-    absent. Retired tags can be removed (people clean up tags the taxonomy dropped) but not added.
+    absent. Retired tags, and tags of a facet that does not apply to the item's kind, can be removed (people clean
+    up) but not added.
 
     Raises:
-        CorrectionError: unknown tags, retired tags added, a tag both added and removed, two tags added to one
-            single-label facet, or nothing to do.
+        CorrectionError: unknown tags, retired tags or tags for the other kind added, a tag both added and
+            removed, two tags added to one single-label facet, or nothing to do.
     """
     if not added and not removed:
         raise CorrectionError("a correction must add or remove at least one tag")
@@ -50,6 +57,7 @@ def plan_correction(
             f"tag(s) {', '.join(retired)} retired from the taxonomy: they can be removed from an item but not added; "
             "`tagworker tags list` shows the current tags"
         )
+    _refuse_other_kinds(kind, added, tags)
     both = sorted(set(added) & set(removed))
     if both:
         raise CorrectionError(f"tag(s) {', '.join(both)} both added and removed")
@@ -76,8 +84,25 @@ def plan_correction(
     )
 
 
+def _refuse_other_kinds(kind: str, added: list[str], tags: dict[str, TagInfo]) -> None:
+    """Raise when an added tag's facet is not for items of `kind` (a feedback type on a blog post)."""
+    wrong = [t for t in dict.fromkeys(added) if kind not in tags[t].applies_to]
+    if wrong:
+        names = ", ".join(f"{t} (facet {tags[t].facet}, for {'/'.join(tags[t].applies_to)} items)" for t in wrong)
+        raise CorrectionError(
+            f"tag(s) {names} cannot be added to a {kind} item; a correction may still remove them. "
+            f"Add tags of facets for {kind} items instead"
+        )
+
+
 def plan_against_later_decisions(
-    *, current: set[str], added: list[str], removed: list[str], tags: dict[str, TagInfo], decided: set[str]
+    *,
+    kind: str,
+    current: set[str],
+    added: list[str],
+    removed: list[str],
+    tags: dict[str, TagInfo],
+    decided: set[str],
 ) -> CorrectionPlan:
     """`plan_correction` for a correction that arrives after people decided on some of its tags again.
 
@@ -88,7 +113,7 @@ def plan_against_later_decisions(
     Raises:
         CorrectionError: as `plan_correction`, for the correction as it was sent.
     """
-    plan = plan_correction(current=current, added=added, removed=removed, tags=tags)
+    plan = plan_correction(kind=kind, current=current, added=added, removed=removed, tags=tags)
     facet_wide = {t: i for t, i in tags.items() if not i.multi_label and not i.retired}
     facets = {facet_wide[t].facet for t in decided if t in facet_wide}
     decided = decided | {t for t, info in facet_wide.items() if info.facet in facets}
@@ -97,7 +122,7 @@ def plan_against_later_decisions(
     still = [t for t in added if t not in decided], [t for t in removed if t not in decided]
     if not any(still):
         return CorrectionPlan(add=(), take_off=(), labels={}, before=plan.before, after=plan.before)
-    plan = plan_correction(current=current, added=still[0], removed=still[1], tags=tags)
+    plan = plan_correction(kind=kind, current=current, added=still[0], removed=still[1], tags=tags)
     take_off = tuple(t for t in plan.take_off if t not in decided)
     return CorrectionPlan(
         add=plan.add,

@@ -13,7 +13,9 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from models import Embedding, Item, ItemLabel, ItemTag, ItemTagging, Tag, TagCorrection
-from worker.pipeline.corrections import CorrectionPlan, TagInfo, plan_against_later_decisions
+from worker.errors import CorrectionError
+from worker.pipeline.corrections import ITEM_KINDS, CorrectionPlan, TagInfo, plan_against_later_decisions
+from worker.store.tags import current_taxonomy
 
 
 @dataclass(frozen=True)
@@ -111,9 +113,19 @@ def tagged_by_others_since(session: Session, *, model_version_id: int, tagger_id
 
 
 def tag_infos(session: Session) -> dict[str, tuple[int, TagInfo]]:
-    """Every tag, retired ones marked (a correction may take those off an item): name -> (id, facet info)."""
+    """Every tag, retired ones marked (a correction may take those off an item): name -> (id, facet info).
+
+    The kinds a facet applies to are in the current taxonomy document only, not in `tags`: retired tags are in no
+    facet, and keep the default (both kinds), since they can only be taken off.
+    """
+    current = current_taxonomy(session)
+    applies = {} if current is None else {t: f.applies_to for t, f in current[1].facet_of().items()}
     rows = session.execute(select(Tag.name, Tag.id, Tag.facet, Tag.multi_label, Tag.retired_at))
-    return {r.name: (r.id, TagInfo(r.facet, r.multi_label, retired=r.retired_at is not None)) for r in rows}
+    return {
+        r.name: (r.id, TagInfo(r.facet, r.multi_label, retired=r.retired_at is not None,
+                               applies_to=applies.get(r.name, ITEM_KINDS)))
+        for r in rows
+    }  # fmt: skip
 
 
 def decided_after(session: Session, item_id: int, moment: datetime, event_id: uuid.UUID) -> set[str]:
@@ -158,8 +170,11 @@ def apply_correction(
     """
     infos = infos if infos is not None else tag_infos(session)
     # Lock the item's tags so two corrections of one item apply one after the other.
-    session.execute(select(Item.id).where(Item.id == item_id).with_for_update())
+    kind = session.scalar(select(Item.kind).where(Item.id == item_id).with_for_update())
+    if kind is None:
+        raise CorrectionError(f"no item has id {item_id}; `tagworker tag show` takes kind/external_id")
     plan = plan_against_later_decisions(
+        kind=kind,
         current=item_tag_names(session, item_id),
         added=added,
         removed=removed,

@@ -18,7 +18,7 @@ TAGS = {
 
 
 def test_a_retired_tag_can_be_removed_and_the_removal_is_recorded() -> None:
-    plan = plan_correction(current={"praise", "bug"}, added=[], removed=["praise"], tags=TAGS)
+    plan = plan_correction(kind="feedback", current={"praise", "bug"}, added=[], removed=["praise"], tags=TAGS)
 
     assert plan.take_off == ("praise",)
     assert plan.labels == {"praise": False}
@@ -29,12 +29,14 @@ def test_a_retired_tag_can_be_removed_and_the_removal_is_recorded() -> None:
 def test_adding_a_retired_tag_is_refused_with_what_to_do(added: list[str], removed: list[str]) -> None:
     retired = ", ".join(sorted({"praise", "signup"} & set(added)))
     with pytest.raises(CorrectionError, match=f"tag\\(s\\) {retired} retired from the taxonomy: .* but not added"):
-        plan_correction(current={"awareness"}, added=added, removed=removed, tags=TAGS)
+        plan_correction(kind="feedback", current={"awareness"}, added=added, removed=removed, tags=TAGS)
 
 
 def test_adding_a_single_label_tag_leaves_a_retired_tag_of_its_old_facet() -> None:
     """A retired tag is in no facet any more: it goes only when a person removes it."""
-    plan = plan_correction(current={"awareness", "signup"}, added=["conversion"], removed=[], tags=TAGS)
+    plan = plan_correction(
+        kind="feedback", current={"awareness", "signup"}, added=["conversion"], removed=[], tags=TAGS
+    )
 
     assert plan.take_off == ("awareness",)
     assert plan.after == ("conversion", "signup")
@@ -42,7 +44,7 @@ def test_adding_a_single_label_tag_leaves_a_retired_tag_of_its_old_facet() -> No
 
 def test_a_later_decision_on_a_facet_does_not_swallow_an_older_removal_of_a_retired_tag() -> None:
     plan = plan_against_later_decisions(
-        current={"awareness", "signup"}, added=[], removed=["signup"], tags=TAGS, decided={"conversion"}
+        kind="content", current={"awareness", "signup"}, added=[], removed=["signup"], tags=TAGS, decided={"conversion"}
     )
 
     assert (plan.take_off, plan.labels, plan.after) == (("signup",), {"signup": False}, ("awareness",))

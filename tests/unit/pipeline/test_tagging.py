@@ -149,12 +149,12 @@ def test_contradictory_or_unknown_corrections_are_refused(added: list[str], remo
         "conversion": TagInfo("funnel", False),
     }
     with pytest.raises(CorrectionError, match=message):
-        plan_correction(current=set(), added=added, removed=removed, tags=tags)
+        plan_correction(kind="content", current=set(), added=added, removed=removed, tags=tags)
 
 
 def test_adding_a_single_label_tag_displaces_the_facets_other_tag() -> None:
     tags = {"awareness": TagInfo("funnel", False), "conversion": TagInfo("funnel", False), "bug": TagInfo("t", True)}
-    plan = plan_correction(current={"awareness", "bug"}, added=["conversion"], removed=[], tags=tags)
+    plan = plan_correction(kind="content", current={"awareness", "bug"}, added=["conversion"], removed=[], tags=tags)
     assert plan.take_off == ("awareness",)
     assert plan.labels == {"conversion": True, "awareness": False}
     assert plan.before == ("awareness", "bug") and plan.after == ("bug", "conversion")
@@ -175,7 +175,9 @@ def test_tags_decided_later_keep_that_decision_when_an_older_correction_arrives(
 ) -> None:
     tags = {"awareness": TagInfo("funnel", False), "conversion": TagInfo("funnel", False), "bug": TagInfo("t", True)}
 
-    plan = plan_against_later_decisions(current={"awareness"}, added=added, removed=[], tags=tags, decided=decided)
+    plan = plan_against_later_decisions(
+        kind="content", current={"awareness"}, added=added, removed=[], tags=tags, decided=decided
+    )
 
     assert (plan.add, plan.take_off, plan.labels) == (add, take_off, labels)
     assert plan.after == tuple(sorted(({"awareness"} - set(take_off)) | set(add)))
