@@ -76,7 +76,8 @@ def start_worker(
     """A `tagworker worker` child process.
 
     Without `queues` it consumes what `tagworker worker` does by default: the ingest and training queues of the
-    settings it runs with (`extra_env` included), so beat's retrain and backfill tasks are taken too.
+    settings it runs with (`extra_env` included), so beat's retrain and backfill tasks are taken too, and with
+    TAGWORKER_MODEL__DEVICE=cuda the GPU queue.
     """
     args = [sys.executable, "-m", "worker.cli", "worker", "--concurrency", str(concurrency), "--pool", pool]
     args += ["--queues", queues] if queues else []

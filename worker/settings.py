@@ -56,6 +56,8 @@ class BrokerSettings(Group):
 
     url: ServiceUrl = None
     ingest_queue: str = "ingest"
+    # Consumed only by GPU workers (TAGWORKER_MODEL__DEVICE=cuda), besides the ingest queue: a producer that wants
+    # its events embedded on a GPU sends them here.
     gpu_queue: str = "gpu"
     # Retraining and the re-embedding after a promotion: long tasks, kept off the ingest queue.
     training_queue: str = "training"
@@ -63,7 +65,7 @@ class BrokerSettings(Group):
     # time a message can wait in a worker's buffer plus the longest batch, or work is done twice.
     visibility_timeout_s: int = Field(default=3600, ge=10)
 
-    @field_validator("ingest_queue", "training_queue")
+    @field_validator("ingest_queue", "gpu_queue", "training_queue")
     @classmethod
     def _usable_queue_name(cls, value: str) -> str:
         # Workers take a comma-separated list (`--queues ingest,training`), so a comma would split the name.
@@ -73,8 +75,17 @@ class BrokerSettings(Group):
 
     @property
     def worker_queues(self) -> str:
-        """The queues a worker consumes unless told otherwise: ingest, and training (retrain and backfill)."""
-        return ",".join(dict.fromkeys((self.ingest_queue, self.training_queue)))
+        """The queues a CPU worker consumes unless told otherwise: ingest, and training (retrain and backfill)."""
+        return self.queues_for(gpu=False)
+
+    def queues_for(self, *, gpu: bool) -> str:
+        """The queues a worker consumes unless told otherwise; a GPU worker takes the GPU queue too."""
+        queues = (
+            (self.ingest_queue, self.gpu_queue, self.training_queue)
+            if gpu
+            else (self.ingest_queue, self.training_queue)
+        )
+        return ",".join(dict.fromkeys(queues))
 
 
 class ModelSettings(Group):

@@ -229,3 +229,29 @@ def test_a_worker_consumes_the_configured_ingest_and_training_queues(
         monkeypatch.setenv(name, value)
 
     assert Settings().broker.worker_queues == queues
+
+
+@pytest.mark.parametrize(
+    ("env", "queues"),
+    [
+        ({}, "ingest,gpu,training"),
+        ({"TAGWORKER_BROKER__GPU_QUEUE": "cuda-events"}, "ingest,cuda-events,training"),
+        ({"TAGWORKER_BROKER__GPU_QUEUE": "ingest"}, "ingest,training"),
+    ],
+)
+def test_a_gpu_worker_also_consumes_the_configured_gpu_queue(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], queues: str
+) -> None:
+    """TAGWORKER_BROKER__GPU_QUEUE was read by nothing: a GPU worker started without --queues never took the queue
+    that producers send GPU work to."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    assert Settings().broker.queues_for(gpu=True) == queues
+    assert Settings().broker.queues_for(gpu=False) == Settings().broker.worker_queues
+
+
+def test_a_gpu_queue_name_with_a_comma_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TAGWORKER_BROKER__GPU_QUEUE", "gpu,fast")
+    with pytest.raises(ValidationError, match="must be non-empty, without commas"):
+        Settings()

@@ -65,7 +65,8 @@ def migrate() -> None:
 
 def worker(
     queues: Annotated[
-        str | None, typer.Option(help="Comma-separated queues (default: the ingest and training queues).")
+        str | None,
+        typer.Option(help="Comma-separated queues (default: ingest and training; with DEVICE=cuda also gpu)."),
     ] = None,
     pool: Annotated[str, typer.Option(help="prefork for CPU; solo for a GPU (CUDA is not fork-safe).")] = "prefork",
     concurrency: Annotated[int, typer.Option(min=0, help="Pool processes (prefork); 0 = one per CPU core.")] = 0,
@@ -79,7 +80,8 @@ def worker(
         if pool not in {"prefork", "solo", "threads"}:
             raise ConfigurationError(f"--pool {pool!r}: use prefork (CPU) or solo (GPU)")
         concurrency = pool_size(pool, concurrency)
-        queues = queues or get_settings().broker.worker_queues
+        settings = get_settings()
+        queues = queues or settings.broker.queues_for(gpu=settings.model.device == "cuda")
         check_model_config(get_settings())
         from worker.celery_app import app
 
