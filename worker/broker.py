@@ -129,13 +129,30 @@ class Channel(kombu_redis.Channel):
         if not queues:
             return
         keys = [(self._q_for_pri(queue, pri), queue) for pri in self.priority_steps for queue in queues]
-        # Stay on the key that last gave a message; move on when it comes back empty.
-        key, queue = keys[self._blmove_index % len(keys)]
+        key, queue = keys[self._key_to_wait_on([k for k, _ in keys])]
         wait = (timeout or 0) if len(keys) == 1 else min(timeout or MULTI_KEY_WAIT_S, MULTI_KEY_WAIT_S)
         self._blmove_key, self._blmove_queue = key, queue
         self._in_poll = self.client.connection
         self._brpop_sent_at = monotonic()  # type: ignore[assignment]
         self.client.connection.send_command("BLMOVE", key, self.inflight_key, "RIGHT", "LEFT", wait)
+
+    def _key_to_wait_on(self, keys: list[str]) -> int:
+        """The first key (by priority, then by the fair queue cycle) that holds messages, as BRPOP would pick.
+
+        BLMOVE waits on one key only. Staying on the key that last gave a message starved the others: a
+        training or refit message waited behind the whole ingest backlog. One LLEN round trip per take (of up to
+        BULK_TAKE messages) finds the right key; when all are empty, the wait cycles over them.
+        """
+        if len(keys) > 1:
+            with self.conn_or_acquire() as client:
+                pipe = client.pipeline(transaction=False)
+                for key in keys:
+                    pipe.llen(key)
+                lengths = pipe.execute()
+            waiting = [i for i, length in enumerate(lengths) if length]
+            if waiting:
+                self._blmove_index = waiting[0]
+        return self._blmove_index % len(keys)
 
     def _brpop_read(self, **options: Any) -> bool:
         try:

@@ -231,3 +231,27 @@ def test_an_entry_redis_can_read_but_python_cannot_is_dead_lettered_from_a_bulk_
     assert dead_letters(channel) == [hex_entry]
     assert channel.client.hget(channel.unacked_key, "hex") is None
     assert channel.client.zscore(channel.unacked_index_key, "hex") is None
+
+
+def test_a_busy_queue_does_not_starve_the_others(connection: Connection) -> None:
+    """The channel stayed on the queue that last gave a message: a training (or refit) message sent behind 600
+    ingest messages waited until every one of them was taken, however long the backlog."""
+    busy, other = (Queue(n, Exchange(n, type="direct"), routing_key=n) for n in (f"busy-{uuid.uuid4().hex[:8]}",
+                                                                                   f"other-{uuid.uuid4().hex[:8]}"))  # fmt: skip
+    send(connection, busy, [{"n": i} for i in range(600)])
+    received: list[str] = []
+
+    def on_message(body: dict[str, int], message: Message) -> None:
+        received.append(message.delivery_info["routing_key"])
+        message.ack()
+        if len(received) == 40:
+            send(connection, other, [{"n": -1}])
+
+    with Consumer(connection.default_channel, queues=[busy, other], callbacks=[on_message], accept=["json"],
+                  prefetch_count=8):  # fmt: skip
+        deadline = time.monotonic() + 30
+        while other.name not in received and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                connection.drain_events(timeout=1)
+    assert other.name in received
+    assert received.index(other.name) < 120, f"taken after {received.index(other.name)} busy messages"
