@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from sqlalchemy.orm import Session
 
 from worker.clustering import ThemeAssigner
-from worker.corrections import apply_corrections
+from worker.corrections import apply_corrections, apply_waiting_corrections, lock_for_arrivals
 from worker.db import session_scope
 from worker.errors import ModelVersionRetired
 from worker.pipeline.batch import EmbedOutcome, Sorted, embed_newest_that_embeds, item_values, sort_batch
@@ -185,7 +185,10 @@ class IngestService:
         themes: tuple[list[int], list[int | None], list[float]] | None,
         rejections: list[Rejection],
     ) -> tuple[int, int, int]:
-        """Write the batch; returns items stored, events older than their stored item, corrections applied."""
+        """Write the batch; returns items stored, events older than their stored item, corrections applied.
+
+        Corrections that arrived before their items are applied here once the items are stored.
+        """
         rows = []
         if outcome.embeddings is not None:
             for i, accepted in enumerate(outcome.events):
@@ -197,6 +200,8 @@ class IngestService:
                         chunks_used=outcome.embeddings.chunks_used[i],
                     )
                 )
+        arriving = sorted({(r.values["kind"], r.values["external_id"]) for r in rows})
+        lock_for_arrivals(session, batch.corrections, arriving)
         written = upsert_items(session, rows, self.model_version_id)
         losers = [r.values for r in rows if r.values["event_id"] not in written]
         remember_superseded(session, losers + [item_values(a.event) for a in superseded])  # type: ignore[arg-type]
@@ -213,11 +218,12 @@ class IngestService:
             if dropped and self.themes is not None:
                 log.info("%d items of this batch matched themes a clustering run retired meanwhile: noise", dropped)
                 self.themes.reload()
+        late = apply_waiting_corrections(session, arriving)
         applied, unapplied = apply_corrections(session, batch.corrections)
         record_rejections(session, rejections + unapplied)
         if rows:  # vectors, tags and themes of this version were written
             check_not_retired(session, self.model_version_id)
-        return len(written), len(rows) - len(written), applied
+        return len(written), len(rows) - len(written), late + applied
 
     def _with_retries(self, work: Callable[[Session], T], *, commit: bool = False) -> T:
         """Run `work` in a fresh session, retrying transient errors with backoff."""

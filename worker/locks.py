@@ -17,3 +17,5 @@ class AdvisoryLock(IntEnum):
     RETRAINING = 7160405  # one retraining run at a time
     BACKFILL = 7160406  # one backfill at a time
     TAGGER_FIT = 7160407  # one tagger fit at a time
+    # Ingest writes of items take it shared; one that leaves a correction waiting for its item, exclusively.
+    ITEM_ARRIVALS = 7160408

@@ -36,6 +36,8 @@ class Rejection:
     status: str = "invalid"
     event_id: uuid.UUID | None = None
     kind: str | None = None
+    # A correction naming an item not stored yet: (kind, external id) of the item, whose arrival applies it.
+    waits_for: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)

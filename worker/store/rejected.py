@@ -1,15 +1,19 @@
-"""Rejected events: one row per broker message, counting redeliveries."""
+"""Rejected events: one row per broker message, counting redeliveries; corrections waiting for their item."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from sqlalchemy import func
+from sqlalchemy import delete, func, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from models import RejectedEvent
+from worker.locks import AdvisoryLock
 from worker.pipeline.validate import Rejection
+
+ARRIVALS_LOCK = int(AdvisoryLock.ITEM_ARRIVALS)
 
 
 def storable(text: str | None, limit: int = 4000) -> str | None:
@@ -47,6 +51,8 @@ def record_rejections(session: Session, rejections: Sequence[Rejection]) -> None
                 "reason": storable(r.reason),
                 "raw": capped_raw(r.raw),
                 "attempts": 1,
+                "item_kind": r.waits_for[0] if r.waits_for else None,
+                "item_external_id": r.waits_for[1] if r.waits_for else None,
             }
             for r in unique.values()
         ]
@@ -58,7 +64,66 @@ def record_rejections(session: Session, rejections: Sequence[Rejection]) -> None
                 "attempts": RejectedEvent.attempts + 1,
                 "reason": statement.excluded.reason,
                 "status": statement.excluded.status,
+                "item_kind": statement.excluded.item_kind,
+                "item_external_id": statement.excluded.item_external_id,
                 "last_seen_at": func.now(),
             },
         )
+    )
+
+
+def hold_item_arrivals(session: Session, *, exclusive: bool) -> None:
+    """Take the item-arrivals lock until the transaction ends: shared to store items, exclusive to leave a
+    correction waiting for an item.
+
+    Without it, a batch storing the item and one rejecting its correction could run at once: neither sees the
+    other's uncommitted row, and the correction would wait for an item that is already there. Take it before any
+    row lock of the transaction, so that it cannot close a cycle with them.
+    """
+    function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    session.execute(text(f"SELECT {function}(:key)"), {"key": ARRIVALS_LOCK})
+
+
+@dataclass(frozen=True)
+class WaitingCorrection:
+    """A rejected `tag.corrected` event waiting for its item; `raw` is the event as JSON."""
+
+    id: int
+    message_id: str
+    raw: str
+
+
+_WAITING = text(
+    """
+    SELECT r.id, r.message_id, r.raw FROM rejected_events r
+    JOIN unnest(CAST(:kinds AS text[]), CAST(:external_ids AS text[])) AS w(kind, external_id)
+      ON r.item_kind = w.kind AND r.item_external_id = w.external_id
+    WHERE r.item_kind IS NOT NULL
+    ORDER BY r.id
+    FOR UPDATE OF r
+    """
+)
+
+
+def waiting_corrections(session: Session, refs: Sequence[tuple[str, str]]) -> list[WaitingCorrection]:
+    """The corrections waiting for these items ((kind, external id) pairs), locked until the caller commits."""
+    if not refs:
+        return []
+    unique = sorted(set(refs))
+    rows = session.execute(_WAITING, {"kinds": [k for k, _ in unique], "external_ids": [x for _, x in unique]}).tuples()
+    return [WaitingCorrection(id_, message_id, raw) for id_, message_id, raw in rows]
+
+
+def forget_rejections(session: Session, ids: Sequence[int]) -> None:
+    """Delete rejections that no longer stand: corrections applied once their item arrived."""
+    if ids:
+        session.execute(delete(RejectedEvent).where(RejectedEvent.id.in_(list(ids))))
+
+
+def stop_waiting(session: Session, rejection_id: int, reason: str) -> None:
+    """A waiting correction whose item arrived but that failed again: it stays rejected, for `reason`."""
+    session.execute(
+        update(RejectedEvent)
+        .where(RejectedEvent.id == rejection_id)
+        .values(reason=storable(reason), item_kind=None, item_external_id=None, last_seen_at=func.now())
     )
