@@ -236,8 +236,10 @@ def test_an_entry_redis_can_read_but_python_cannot_is_dead_lettered_from_a_bulk_
 def test_a_busy_queue_does_not_starve_the_others(connection: Connection) -> None:
     """The channel stayed on the queue that last gave a message: a training (or refit) message sent behind 600
     ingest messages waited until every one of them was taken, however long the backlog."""
-    busy, other = (Queue(n, Exchange(n, type="direct"), routing_key=n) for n in (f"busy-{uuid.uuid4().hex[:8]}",
-                                                                                   f"other-{uuid.uuid4().hex[:8]}"))  # fmt: skip
+    busy, other = (
+        Queue(n, Exchange(n, type="direct"), routing_key=n)
+        for n in (f"busy-{uuid.uuid4().hex[:8]}", f"other-{uuid.uuid4().hex[:8]}")
+    )
     send(connection, busy, [{"n": i} for i in range(600)])
     received: list[str] = []
 
