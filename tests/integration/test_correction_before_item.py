@@ -22,6 +22,7 @@ from worker.services import ServiceUrls
 from worker.settings import IngestSettings
 from worker.store.model_versions import register_model_version
 from worker.store.rejected import record_rejections
+from worker.store.status import pipeline_counts
 
 pytestmark = pytest.mark.integration
 
@@ -54,19 +55,27 @@ def rejected(engine: Engine, message_ids: list[str]) -> dict[str, tuple[str, str
         return {m: (r, x) for m, r, x in conn.execute(text(query), {"m": message_ids}).tuples()}
 
 
+def waiting_count(engine: Engine) -> int:
+    with session_scope(engine) as session:
+        return int(pipeline_counts(session)["rejected"]["waiting_for_item"])
+
+
 def test_a_correction_sent_before_its_item_applies_when_the_item_arrives(ingest: IngestService, engine: Engine) -> None:
     """It was rejected for good ("names unknown item"), and the person's decision was lost."""
     item = content("Subject line: the spring sale ends Friday")
     fix = correction(item["content_id"], "2026-03-01T00:00:00+00:00", added=["email", "pricing"])
     sent = messages([fix])
+    before = waiting_count(engine)
 
     assert ingest.run(sent).corrections == 0
     reason, waits_for = rejected(engine, [sent[0].message_id])[sent[0].message_id]
     assert f"unknown item content/{item['content_id']}; it is applied when that item is stored" in reason
     assert waits_for == item["content_id"]
+    assert waiting_count(engine) == before + 1, "`tagworker status` shows it waiting"
 
     summary = ingest.run(messages([item]))
     assert (summary.stored, summary.corrections, summary.rejected) == (1, 1, 0)
+    assert waiting_count(engine) == before
     assert human_tags(engine, item["content_id"]) == {"email", "pricing"}
     assert rejected(engine, [sent[0].message_id]) == {}, "no longer a rejection"
 

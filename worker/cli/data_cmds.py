@@ -75,7 +75,11 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
         table.add_row("content items", str(counts["items"]["content"]))
         table.add_row("feedback items", str(counts["items"]["feedback"]))
         table.add_row("embedded (active model)", str(counts["embedded"]))
-        table.add_row("rejected: invalid / failed", f"{counts['rejected']['invalid']} / {counts['rejected']['failed']}")
+        rejected = counts["rejected"]
+        waiting = (
+            f" ({rejected['waiting_for_item']} corrections wait for their item)" if rejected["waiting_for_item"] else ""
+        )
+        table.add_row("rejected: invalid / failed", f"{rejected['invalid']} / {rejected['failed']}{waiting}")
         table.add_row("tag corrections", str(counts["tag_corrections"]))
         table.add_row("queue: waiting / unacked", f"{counts['queue']['waiting']} / {counts['queue']['unacked']}")
         table.add_row("active model", str(counts["active_model"]))

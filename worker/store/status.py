@@ -38,6 +38,7 @@ def pipeline_counts(session: Session) -> dict[str, Any]:
         ).all()
     )
     rejected = dict(session.execute(select(RejectedEvent.status, func.count()).group_by(RejectedEvent.status)).all())
+    waiting = session.scalar(select(func.count()).where(RejectedEvent.item_kind.is_not(None)))
     active_row = session.execute(
         select(ModelVersion.name, ModelVersion.backfill).where(ModelVersion.status == "active")
     ).first()
@@ -47,7 +48,12 @@ def pipeline_counts(session: Session) -> dict[str, Any]:
         "items": {"content": items.get("content", 0), "feedback": items.get("feedback", 0)},
         "embedded": vectors.get(active, 0) if active else 0,
         "embeddings_by_model": vectors,
-        "rejected": {"invalid": rejected.get("invalid", 0), "failed": rejected.get("failed", 0)},
+        # `waiting_for_item`: of the invalid, corrections that apply once the item they name is stored.
+        "rejected": {
+            "invalid": rejected.get("invalid", 0),
+            "failed": rejected.get("failed", 0),
+            "waiting_for_item": waiting or 0,
+        },
         "tag_corrections": session.scalar(select(func.count()).select_from(TagCorrection)) or 0,
         "active_model": active,
         # Re-embedding under the active version after a promotion: {"total", "done", "failed" (a count),
