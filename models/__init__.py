@@ -7,7 +7,7 @@ from models.embeddings import Embedding
 from models.items import Item, ReplacedEvent
 from models.model_versions import ModelVersion
 from models.rejected import RejectedEvent
-from models.tags import ItemLabel, ItemTag, ItemTagging, Tag, Tagger, TaxonomyVersion
+from models.tags import ItemLabel, ItemTag, ItemTagging, Tag, Tagger, TagRenameLog, TaxonomyVersion
 from models.training import TrainingPair
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "ReplacedEvent",
     "Tag",
     "TagCorrection",
+    "TagRenameLog",
     "Tagger",
     "TaxonomyVersion",
     "TrainingPair",

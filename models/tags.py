@@ -52,6 +52,23 @@ class Tag(Base):
     retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class TagRenameLog(Base):
+    """A tag renamed in place by a taxonomy's `renamed_from`: its row (id, labels, tags) kept, its name changed.
+
+    A rename is done once; a correction that still names the old tag is read as naming the tag under its new name.
+    """
+
+    __tablename__ = "tag_renames"
+    __table_args__ = (Index("ix_tag_renames_old_name", "old_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    tag_id: Mapped[int] = mapped_column(Integer, ForeignKey("tags.id"))
+    old_name: Mapped[str] = mapped_column(String(128))
+    new_name: Mapped[str] = mapped_column(String(128))
+    taxonomy_version_id: Mapped[int] = mapped_column(Integer, ForeignKey("taxonomy_versions.id"))
+    renamed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 class ItemLabel(Base):
     """A person's latest decision that an item has (present) or has not a tag; the training data."""
 

@@ -20,6 +20,7 @@ from worker.pipeline.validate import Accepted, Rejection, raw_text
 from worker.store.item_tags import apply_correction, tag_infos
 from worker.store.items import item_ids_by_ref
 from worker.store.rejected import forget_rejections, hold_item_arrivals, stop_waiting, waiting_corrections
+from worker.store.tag_renames import current_names_of_renamed
 
 log = logging.getLogger(__name__)
 ItemRef = tuple[str, str]  # (kind, external id)
@@ -53,6 +54,7 @@ def apply_corrections(session: Session, accepted: list[Accepted]) -> tuple[int, 
     events = sorted(((a, a.event) for a in accepted if isinstance(a.event, TagCorrected)), key=lambda p: _when(p[1]))
     ids = item_ids_by_ref(session, [(e.item.kind, e.item.external_id) for _, e in events])
     infos = tag_infos(session) if events else {}
+    renamed = current_names_of_renamed(session) if events else {}
     applied, rejected = 0, []
     for a, event in events:
         ref = (event.item.kind, event.item.external_id)
@@ -65,6 +67,7 @@ def apply_corrections(session: Session, accepted: list[Accepted]) -> tuple[int, 
             result = apply_correction(
                 session, event_id=event.event_id, item_id=item_id, added=list(event.added),
                 removed=list(event.removed), actor=event.actor, corrected_at=event.corrected_at, infos=infos,
+                renamed=renamed,
             )  # fmt: skip
             applied += result is not None
         except CorrectionError as exc:
@@ -89,7 +92,7 @@ def apply_waiting_corrections(session: Session, arrived: Sequence[ItemRef]) -> i
         except ValidationError as exc:  # only if the event schema changed since it arrived
             stop_waiting(session, row.id, f"tag correction no longer valid when its item arrived: {exc}")
     ids = item_ids_by_ref(session, [(e.item.kind, e.item.external_id) for _, e in events])
-    infos = tag_infos(session)
+    infos, renamed = tag_infos(session), current_names_of_renamed(session)
     applied, done, stopped = 0, [], len(waiting) - len(events)
     for row, event in sorted(events, key=lambda p: _when(p[1])):
         item_id = ids.get((event.item.kind, event.item.external_id))
@@ -99,7 +102,7 @@ def apply_waiting_corrections(session: Session, arrived: Sequence[ItemRef]) -> i
             result = apply_correction(
                 session, event_id=event.event_id, item_id=item_id,
                 added=list(event.added), removed=list(event.removed), actor=event.actor,
-                corrected_at=event.corrected_at, infos=infos,
+                corrected_at=event.corrected_at, infos=infos, renamed=renamed,
             )  # fmt: skip
         except CorrectionError as exc:
             stop_waiting(session, row.id, str(exc))

@@ -10,7 +10,7 @@ from enum import IntEnum, unique
 
 @unique
 class AdvisoryLock(IntEnum):
-    TAXONOMY_SEED = 7160401  # the default taxonomy, stored once
+    TAXONOMY_SEED = 7160401  # storing a taxonomy version (the default one at migrate, or `tags load`): one at a time
     VECTOR_EXTENSION = 7160402  # CREATE EXTENSION vector, before the first migration
     MODEL_SWITCH = 7160403  # registration, promotion, rollback take it exclusively; ingest writes take it shared
     CLUSTERING = 7160404  # one clustering run at a time

@@ -22,7 +22,10 @@ tag_app = typer.Typer(help="Tags of items: correct, review, show.", no_args_is_h
 
 @tags_app.command("load")
 def load(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Taxonomy YAML or JSON.")]) -> None:
-    """Store FILE as the current taxonomy; tags it drops are retired, and human tags on them are kept."""
+    """Store FILE as the current taxonomy; tags it drops are retired, and human tags on them are kept.
+
+    A tag's `renamed_from` renames the stored tag, keeping its labels.
+    """
     from worker.pipeline.taxonomy import read_taxonomy
     from worker.store.tags import save_taxonomy
 
@@ -30,10 +33,15 @@ def load(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help=
         taxonomy = read_taxonomy(file)
         _, urls = settings_and_urls(start_embedded=True)
         with session_scope(get_engine(urls.database_url)) as session:
-            version_id, created = save_taxonomy(session, taxonomy)
+            saved = save_taxonomy(session, taxonomy)
             session.commit()
-        state = "loaded as version" if created else "unchanged; still version"
-        console.print(f"taxonomy {taxonomy.name!r} ({len(taxonomy.tag_names)} tags) {state} {version_id}")
+        state = "loaded as version" if saved.created else "unchanged; still version"
+        console.print(f"taxonomy {taxonomy.name!r} ({len(taxonomy.tag_names)} tags) {state} {saved.version_id}")
+        for rename in saved.renamed:
+            console.print(f"renamed tag {rename.old!r} to {rename.new!r}; its labels and tags carry over", markup=False)
+        for tag, olds in saved.unmatched_renames.items():
+            console.print(f"note: tag {tag!r} is renamed_from {', '.join(map(repr, olds))}, but no stored tag has "
+                          "that name: it starts with no labels", markup=False)  # fmt: skip
 
 
 @tags_app.command("list")

@@ -46,13 +46,18 @@ DEFAULT_TAXONOMY = Path(__file__).resolve().parent.parent / "data" / "taxonomy.y
 
 
 class TagSpec(BaseModel):
-    """One tag; `examples` are short texts that carry it, used for cold start and as extra training examples."""
+    """One tag; `examples` are short texts that carry it, used for cold start and as extra training examples.
+
+    `renamed_from` lists names the tag had before: loading the file renames that tag in place, so its human labels,
+    human tags and corrections carry over. The line may stay in the file; once the rename is done it does nothing.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: TagName
     description: Text = ""
     examples: tuple[Example, ...] = ()
+    renamed_from: tuple[TagName, ...] = ()
 
 
 class FacetSpec(BaseModel):
@@ -83,7 +88,13 @@ class Taxonomy(BaseModel):
         tags = [t.name for f in self.facets for t in f.tags]
         if len(set(tags)) != len(tags):
             raise ValueError(f"tag names appear twice: {sorted({t for t in tags if tags.count(t) > 1})}")
+        _check_renames(self)
         return self
+
+    @property
+    def renames(self) -> dict[str, tuple[str, ...]]:
+        """Tag name -> the names it had before (`renamed_from`), for the tags that have any."""
+        return {t.name: t.renamed_from for f in self.facets for t in f.tags if t.renamed_from}
 
     @property
     def tag_names(self) -> list[str]:
@@ -92,10 +103,40 @@ class Taxonomy(BaseModel):
     def facet_of(self) -> dict[str, FacetSpec]:
         return {t.name: f for f in self.facets for t in f.tags}
 
+    def document(self) -> dict[str, object]:
+        """The taxonomy as stored: an empty `renamed_from` is left out, so files from before it existed keep their
+        hash (the same file loaded again stays one version)."""
+        data = self.model_dump(mode="json")
+        for facet in data["facets"]:
+            for tag in facet["tags"]:
+                if not tag["renamed_from"]:
+                    del tag["renamed_from"]
+        return data
+
     @property
     def sha256(self) -> str:
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=True)
+        canonical = json.dumps(self.document(), sort_keys=True, ensure_ascii=True)
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _check_renames(taxonomy: Taxonomy) -> None:
+    """Refuse `renamed_from` lists that cannot say which tag an old name becomes."""
+    current = set(taxonomy.tag_names)
+    claimed: dict[str, str] = {}
+    for new, olds in taxonomy.renames.items():
+        for old in olds:
+            if old == new:
+                raise ValueError(f"tag {new!r} lists its own name in renamed_from; remove it from the list")
+            if old in current:
+                raise ValueError(
+                    f"tag {new!r} is renamed_from {old!r}, which is still a tag of this taxonomy; "
+                    f"drop {old!r} from the file or from renamed_from"
+                )
+            if claimed.setdefault(old, new) != new:
+                raise ValueError(
+                    f"tags {claimed[old]!r} and {new!r} are both renamed_from {old!r}; one old tag becomes one new "
+                    "tag: keep it in one renamed_from list"
+                )
 
 
 def parse_taxonomy(data: object, *, source: str = "taxonomy") -> Taxonomy:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from models import Embedding, Item, ItemLabel, ItemTag, ItemTagging, Tag, TagCorrection
 from worker.errors import CorrectionError
 from worker.pipeline.corrections import ITEM_KINDS, CorrectionPlan, TagInfo, plan_against_later_decisions
+from worker.store.tag_renames import current_names_of_renamed
 from worker.store.tags import current_taxonomy
 
 
@@ -159,8 +160,12 @@ def apply_correction(
     actor: str,
     corrected_at: datetime,
     infos: dict[str, tuple[int, TagInfo]] | None = None,
+    renamed: dict[str, str] | None = None,
 ) -> tuple[list[str], list[str]] | None:
     """Record a person's correction and make it the item's tags at once.
+
+    A tag named by an old name (`renamed_from` in the taxonomy; `renamed` maps it to the tag's name now) counts as
+    the renamed tag; the correction is stored with the names it was sent with.
 
     Returns:
         Tags before and after, or None when this event was applied before (a redelivery).
@@ -169,6 +174,7 @@ def apply_correction(
         CorrectionError: see `plan_correction`; nothing is written then.
     """
     infos = infos if infos is not None else tag_infos(session)
+    renamed = renamed if renamed is not None else current_names_of_renamed(session)
     # Lock the item's tags so two corrections of one item apply one after the other.
     kind = session.scalar(select(Item.kind).where(Item.id == item_id).with_for_update())
     if kind is None:
@@ -176,8 +182,8 @@ def apply_correction(
     plan = plan_against_later_decisions(
         kind=kind,
         current=item_tag_names(session, item_id),
-        added=added,
-        removed=removed,
+        added=[renamed.get(t, t) for t in added],
+        removed=[renamed.get(t, t) for t in removed],
         tags={n: i for n, (_, i) in infos.items()},
         decided=decided_after(session, item_id, corrected_at, event_id),
     )

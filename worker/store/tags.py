@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
@@ -15,7 +15,9 @@ from worker.locks import AdvisoryLock
 from worker.pipeline.tag import Tagger as FittedTagger
 from worker.pipeline.tag import dump_tagger, load_tagger
 from worker.pipeline.tag_fit import LabelledSet
+from worker.pipeline.tag_renames import TagRename
 from worker.pipeline.taxonomy import Taxonomy, parse_stored_taxonomy
+from worker.store.tag_renames import plan_taxonomy_renames, rename_tags
 from worker.store.training import ReadPoint, labels_since
 
 TAGGING_LOCK = int(AdvisoryLock.TAGGER_FIT)  # one tagger fit at a time across all workers
@@ -29,20 +31,36 @@ class StoredTagger:
     tagger: FittedTagger
 
 
-def save_taxonomy(session: Session, taxonomy: Taxonomy) -> tuple[int, bool]:
+@dataclass(frozen=True)
+class SavedTaxonomy:
+    """A stored taxonomy version; `created` is False when it was the current one already (nothing written)."""
+
+    version_id: int
+    created: bool
+    renamed: tuple[TagRename, ...] = ()
+    unmatched_renames: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def save_taxonomy(session: Session, taxonomy: Taxonomy) -> SavedTaxonomy:
     """Store a taxonomy version and its tags; tags it drops are retired (their labels stay).
 
-    Returns:
-        The version id, and whether it is new (the same file loaded twice is one version).
+    A tag's `renamed_from` renames the stored tag in place first, so its labels, tags and corrections carry over.
+    The same file loaded twice is one version. Loads run one at a time.
+
+    Raises:
+        TaxonomyError: a `renamed_from` would merge two stored tags (see `plan_renames`); nothing is written.
     """
+    session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": int(AdvisoryLock.TAXONOMY_SEED)})
     current = session.execute(
         select(TaxonomyVersion.id, TaxonomyVersion.sha256).order_by(TaxonomyVersion.id.desc()).limit(1)
     ).first()
     if current is not None and current.sha256 == taxonomy.sha256:
-        return current.id, False
-    version = TaxonomyVersion(name=taxonomy.name, sha256=taxonomy.sha256, document=taxonomy.model_dump(mode="json"))
+        return SavedTaxonomy(current.id, False)
+    plan = plan_taxonomy_renames(session, taxonomy)
+    version = TaxonomyVersion(name=taxonomy.name, sha256=taxonomy.sha256, document=taxonomy.document())
     session.add(version)
     session.flush()
+    rename_tags(session, plan.renames, taxonomy_version_id=version.id)
     rows = [
         {"name": tag.name, "facet": facet.name, "multi_label": facet.multi_label, "description": tag.description,
          "taxonomy_version_id": version.id, "retired_at": None}
@@ -62,7 +80,7 @@ def save_taxonomy(session: Session, taxonomy: Taxonomy) -> tuple[int, bool]:
         .where(Tag.taxonomy_version_id != version.id, Tag.retired_at.is_(None))
         .values(retired_at=datetime.now(UTC))
     )
-    return version.id, True
+    return SavedTaxonomy(version.id, True, plan.renames, plan.unmatched)
 
 
 def current_taxonomy(session: Session) -> tuple[int, Taxonomy] | None:
