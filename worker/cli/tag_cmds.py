@@ -24,9 +24,11 @@ tag_app = typer.Typer(help="Tags of items: correct, review, show.", no_args_is_h
 def load(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Taxonomy YAML or JSON.")]) -> None:
     """Store FILE as the current taxonomy; tags it drops are retired, and human tags on them are kept.
 
-    A tag's `renamed_from` renames the stored tag, keeping its labels.
+    A tag's `renamed_from` renames the stored tag, keeping its labels. Items with two human tags of a facet that is
+    single-label now are counted, for someone to correct.
     """
     from worker.pipeline.taxonomy import read_taxonomy
+    from worker.store.review import single_label_conflicts
     from worker.store.tags import save_taxonomy
 
     with clean_errors():
@@ -34,6 +36,7 @@ def load(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help=
         _, urls = settings_and_urls(start_embedded=True)
         with session_scope(get_engine(urls.database_url)) as session:
             saved = save_taxonomy(session, taxonomy)
+            conflicts = single_label_conflicts(session)
             session.commit()
         state = "loaded as version" if saved.created else "unchanged; still version"
         console.print(f"taxonomy {taxonomy.name!r} ({len(taxonomy.tag_names)} tags) {state} {saved.version_id}")
@@ -42,6 +45,13 @@ def load(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help=
         for tag, olds in saved.unmatched_renames.items():
             console.print(f"note: tag {tag!r} is renamed_from {', '.join(map(repr, olds))}, but no stored tag has "
                           "that name: it starts with no labels", markup=False)  # fmt: skip
+        for c in conflicts:
+            console.print(
+                f"review: {c.items} item(s) have two or more human tags of single-label facet {c.facet!r} "
+                f"(e.g. {', '.join(c.examples)}); the tagger learns nothing about that facet from them until someone "
+                "keeps one: `tagworker tag correct ITEM --add TAG`",
+                markup=False,
+            )
 
 
 @tags_app.command("list")

@@ -70,15 +70,18 @@ def fit_tagger(
 
 
 def _facet_labels(facet: FacetSpec, labelled: LabelledSet) -> NDArray[np.float32]:
-    """(m, n_tags) 0/1; rows of items with no tag in this facet are all zero."""
+    """(m, n_tags) 0/1; rows of items with no tag in this facet are all zero.
+
+    So are the rows of items with two or more tags of a single-label facet: people tagged them while the facet was
+    multi-label, or the tags were in different facets. Which one is right is for a person to say (`tagworker tags
+    load` counts them), not for the fit to guess.
+    """
     index = {t.name: j for j, t in enumerate(facet.tags)}
     matrix = np.zeros((len(labelled.tags), len(index)), dtype=np.float32)
     for i, tags in enumerate(labelled.tags):
-        present = sorted(index[t] for t in tags if t in index)
-        if facet.multi_label:
+        present = [index[t] for t in tags if t in index]
+        if facet.multi_label or len(present) == 1:
             matrix[i, present] = 1.0
-        elif present:
-            matrix[i, present[0]] = 1.0
     return matrix
 
 

@@ -74,3 +74,34 @@ def tag_usage(session: Session) -> list[dict[str, object]]:
         )
     )
     return [dict(r._mapping) for r in rows]
+
+
+@dataclass(frozen=True)
+class FacetConflicts:
+    """Items people gave two or more tags of a facet that is single-label now (a reload changed the facets)."""
+
+    facet: str
+    items: int
+    examples: list[str]  # kind/external_id of a few of them, smallest id first
+
+
+def single_label_conflicts(session: Session, *, examples: int = 5) -> list[FacetConflicts]:
+    """Per single-label facet of the current tags, the items with two or more present human labels in it."""
+    rows = session.execute(
+        text(
+            """
+            WITH conflicted AS (
+                SELECT g.facet, l.item_id
+                FROM item_labels l JOIN tags g ON g.id = l.tag_id
+                WHERE l.present AND g.retired_at IS NULL AND NOT g.multi_label
+                GROUP BY g.facet, l.item_id HAVING count(*) > 1
+            )
+            SELECT c.facet, count(*) AS items,
+                   (array_agg(i.kind || '/' || i.external_id ORDER BY i.id))[1:CAST(:examples AS integer)] AS examples
+            FROM conflicted c JOIN items i ON i.id = c.item_id
+            GROUP BY c.facet ORDER BY c.facet
+            """
+        ),
+        {"examples": examples},
+    )
+    return [FacetConflicts(r.facet, int(r.items), list(r.examples)) for r in rows]

@@ -181,3 +181,19 @@ def test_tags_decided_later_keep_that_decision_when_an_older_correction_arrives(
 
     assert (plan.add, plan.take_off, plan.labels) == (add, take_off, labels)
     assert plan.after == tuple(sorted(({"awareness"} - set(take_off)) | set(add)))
+
+
+def test_items_with_two_tags_of_a_single_label_facet_teach_the_fit_nothing_about_it() -> None:
+    """The fit counted such an item for the facet's first tag, an arbitrary pick that could even make it supervised."""
+    tags = [frozenset({"a"})] * 3 + [frozenset({"b"})] * 5 + [frozenset({"a", "b"})] * 2
+    vectors = np.stack([axis(0)] * 3 + [axis(1)] * 5 + [axis(2)] * 2)
+    labelled = LabelledSet(vectors, tags)
+    tag_vectors = {"a": axis(0)[None], "b": axis(1)[None]}
+    single = fit_tagger(
+        single_facet("f", ["a", "b"], multi_label=False), tag_vectors, labelled, FitParams(min_examples=5)
+    )
+    assert single.kinds == {"f": "zero-shot"}, "'a' has 3 labelled items, not 5"
+    multi = fit_tagger(
+        single_facet("f", ["a", "b"], multi_label=True), tag_vectors, labelled, FitParams(min_examples=5)
+    )
+    assert multi.kinds == {"f": "supervised"}, "in a multi-label facet both tags of an item count"
