@@ -11,6 +11,9 @@ import ssl
 from worker.broker import TRANSPORT
 from worker.settings import Settings
 
+# Seconds a plain Redis command may wait for its reply before the connection counts as lost (and is retried).
+SOCKET_TIMEOUT_S = 30
+
 
 def celery_config(settings: Settings, broker_url: str) -> dict[str, object]:
     """Celery settings that make redelivery safe and batching effective."""
@@ -35,6 +38,9 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, object]:
             "visibility_timeout": settings.broker.visibility_timeout_s,
             "unacked_restore_interval": max(1, min(10, settings.broker.visibility_timeout_s // 6)),
             "unacked_restore_throttle": 1,
+            # A half-open connection must not hang the worker's event loop on a plain command (acks, the queue
+            # lengths each take reads, the sweep): kombu waits for ever by default. Blocking takes wait 1 s at most.
+            "socket_timeout": SOCKET_TIMEOUT_S,
         },
         "task_default_queue": settings.broker.ingest_queue,
         "task_routes": {

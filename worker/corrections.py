@@ -19,7 +19,13 @@ from worker.errors import CorrectionError
 from worker.pipeline.validate import Accepted, Rejection, raw_text
 from worker.store.item_tags import apply_correction, tag_infos
 from worker.store.items import item_ids_by_ref
-from worker.store.rejected import forget_rejections, hold_item_arrivals, stop_waiting, waiting_corrections
+from worker.store.rejected import (
+    arrived_items_with_waiting_corrections,
+    forget_rejections,
+    hold_item_arrivals,
+    stop_waiting,
+    waiting_corrections,
+)
 from worker.store.tag_renames import current_names_of_renamed
 
 log = logging.getLogger(__name__)
@@ -125,3 +131,14 @@ def _rejection(accepted: Accepted, event: TagCorrected, reason: str, *, waits_fo
         kind=event.kind,
         waits_for=waits_for,
     )
+
+
+def apply_arrived_corrections(session: Session) -> int:
+    """Apply waiting corrections whose item is stored already; returns how many applied.
+
+    The batch that stores an item applies them, but one written by an older worker (during a rolling upgrade)
+    does not: the periodic refit sweeps them up, so none waits forever.
+    """
+    hold_item_arrivals(session, exclusive=False)
+    arrived = arrived_items_with_waiting_corrections(session)
+    return apply_waiting_corrections(session, arrived) if arrived else 0

@@ -13,9 +13,9 @@ REDIS_REQUIRED = (6, 2, 0)
 
 
 def parse_version(text: str) -> tuple[int, ...]:
-    """`0.8.0` -> (0, 8, 0); a part's trailing letters are dropped (`7.4.0-rc1` -> (7, 4, 0))."""
+    """`0.8.0` -> (0, 8, 0); a leading `v` and a part's trailing letters are dropped (`v7.4.0-rc1` -> (7, 4, 0))."""
     parts = []
-    for part in text.strip().split("."):
+    for part in text.strip().removeprefix("v").split("."):
         digits = re.match(r"\d+", part)
         if digits is None:
             break
@@ -61,8 +61,15 @@ def pgvector_problem(*, available: str | None, installed: str | None) -> str | N
 
 
 def redis_problem(version: str) -> str | None:
-    """What is wrong with the broker's Redis version (`INFO server`'s redis_version); None when new enough."""
-    if at_least(version, REDIS_REQUIRED):
+    """What is wrong with the broker's Redis version (`INFO server`'s redis_version); None when new enough.
+
+    A version that does not parse (an empty field, a compatible server's own scheme) is not refused: the worker
+    would rather start than die on a string it cannot read.
+    """
+    try:
+        if at_least(version, REDIS_REQUIRED):
+            return None
+    except ValueError:
         return None
     return (f"the broker is Redis {version}; tagworker needs Redis {_dotted(REDIS_REQUIRED)} or later (its worker "
             "takes messages with BLMOVE): upgrade Redis, or point TAGWORKER_BROKER__URL at a newer one")  # fmt: skip

@@ -10,6 +10,8 @@ from celery_batches import SimpleRequest
 
 from worker.batching import IngestBatches
 from worker.celery_app import app
+from worker.corrections import apply_arrived_corrections
+from worker.db import session_scope
 from worker.maintenance import recent_cluster_run, recent_tagger_fit
 from worker.pipeline.validate import read_message
 from worker.runtime import get_runtime
@@ -33,15 +35,22 @@ def ingest(requests: list[SimpleRequest]) -> dict[str, Any]:
     return get_runtime().ingest.run(messages).as_dict()
 
 
-@app.task(name="tagworker.refit_tags", acks_late=True, ignore_result=True)
+# Maintenance is not redelivered when its process dies (OOM): its beat messages never expire, so a redelivered
+# one that kills its process again would come back for ever. The next beat message runs it afresh.
+@app.task(name="tagworker.refit_tags", acks_late=True, reject_on_worker_lost=False, ignore_result=True)
 def refit_tags(force: bool = False, scheduled: bool = False) -> dict[str, Any]:
-    """Refit the taggers when corrections or the taxonomy changed, then re-tag stored items.
+    """Apply corrections still waiting for stored items, refit the taggers when corrections or the taxonomy
+    changed, then re-tag stored items.
 
-    A message from beat (`scheduled`) skips when a tagger was fitted less than half a refit interval ago: beat's
-    messages bunch up behind an ingest backlog (worker/maintenance.py).
+    A message from beat (`scheduled`) skips the refit when a tagger was fitted less than half a refit interval ago:
+    beat's messages bunch up behind an ingest backlog (worker/maintenance.py).
     """
     runtime = get_runtime()
     engine, version = runtime.ingest.engine, runtime.model_version_id
+    with session_scope(engine) as session:
+        if late := apply_arrived_corrections(session):
+            log.info("applied %d corrections that waited for items already stored", late)
+        session.commit()
     interval_s = runtime.settings.tagging.refit_interval_s
     if scheduled and (why := recent_tagger_fit(engine, model_version_id=version, interval_s=interval_s)):
         log.info("refit skipped: %s", why)
@@ -52,7 +61,7 @@ def refit_tags(force: bool = False, scheduled: bool = False) -> dict[str, Any]:
     return {"fitted": fitted.tagger_id if fitted else None, "retagged": retagged}
 
 
-@app.task(name="tagworker.cluster_feedback", acks_late=True, ignore_result=True)
+@app.task(name="tagworker.cluster_feedback", acks_late=True, reject_on_worker_lost=False, ignore_result=True)
 def cluster_feedback(scheduled: bool = False) -> dict[str, Any]:
     """Full clustering run of the feedback (beat, hourly by default); one at a time across all workers.
 

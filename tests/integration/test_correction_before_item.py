@@ -12,7 +12,7 @@ from sqlalchemy import Engine, text
 
 from tests.integration.helpers import content
 from tests.integration.test_ingest_race import DIMS, FakeEmbedder, messages, service
-from worker.corrections import apply_corrections, lock_for_arrivals
+from worker.corrections import apply_arrived_corrections, apply_corrections, lock_for_arrivals
 from worker.db import session_scope
 from worker.ingest import IngestService
 from worker.migrate import seed_taxonomy
@@ -146,3 +146,25 @@ def test_an_item_stored_while_its_correction_is_being_rejected_still_gets_it(
 
     assert human_tags(engine, item["content_id"]) == {"email"}
     assert rejected(engine, [raw.message_id]) == {}
+
+
+def test_a_correction_waiting_for_an_item_an_older_worker_stored_is_swept_up(
+    ingest: IngestService, engine: Engine
+) -> None:
+    """A worker from before corrections could wait stores items without looking for them (rolling upgrade): the
+    correction waited for ever. The refit task sweeps them up."""
+    item = content("Webinar invite: attribution in 30 minutes")
+    sent = messages([correction(item["content_id"], "2026-03-01T00:00:00+00:00", added=["email"])])
+    assert ingest.run(sent).corrections == 0
+    with engine.begin() as conn:  # what the older worker writes: the item, and nothing about corrections
+        conn.execute(text("INSERT INTO items (kind, external_id, event_id, content_sha256, text, occurred_at, "
+                          "metadata) VALUES ('content', :c, gen_random_uuid(), 'x', 'x', now(), '{}')"),
+                     {"c": item["content_id"]})  # fmt: skip
+
+    with session_scope(engine) as session:
+        assert apply_arrived_corrections(session) == 1
+        session.commit()
+    assert human_tags(engine, item["content_id"]) == {"email"}
+    assert rejected(engine, [sent[0].message_id]) == {}
+    with session_scope(engine) as session:
+        assert apply_arrived_corrections(session) == 0

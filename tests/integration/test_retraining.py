@@ -219,6 +219,8 @@ def test_a_retraining_killed_with_its_process_is_not_run_again_at_once(stack: Se
     from worker import tasks
 
     assert tasks.retrain.acks_late and tasks.retrain.reject_on_worker_lost is False
+    # Their beat messages never expire: a redelivered one that kills its process again would come back for ever.
+    assert tasks.refit_tags.reject_on_worker_lost is False and tasks.cluster_feedback.reject_on_worker_lost is False
     assert tasks.ingest.app.conf.task_reject_on_worker_lost, "ingest batches are still redelivered"
 
 

@@ -28,3 +28,10 @@ def test_tls_verifies_the_server_unless_the_url_says_otherwise() -> None:
     assert connection("rediss://cache:6380/0").ssl == {"ssl_cert_reqs": ssl.CERT_REQUIRED}
     assert connection("rediss://cache:6380/0?ssl_cert_reqs=none").ssl == {"ssl_cert_reqs": ssl.CERT_NONE}
     assert not connection("redis://cache:6379/0").ssl
+
+
+def test_a_redis_command_gives_up_on_a_half_open_connection() -> None:
+    """kombu waits for ever by default: a dead connection hung the worker's event loop on an ack or a queue length."""
+    from worker.celery_config import SOCKET_TIMEOUT_S
+
+    assert connection("redis://cache:6379/0").transport_options["socket_timeout"] == SOCKET_TIMEOUT_S

@@ -63,3 +63,14 @@ def test_redis_before_6_2_is_refused(version: str, refused: bool) -> None:
     if problem:
         assert f"Redis {version}; tagworker needs Redis 6.2.0 or later" in problem
         assert "TAGWORKER_BROKER__URL" in problem
+
+
+@pytest.mark.parametrize("version", ["", "unknown", "v"])
+def test_a_redis_version_that_does_not_parse_does_not_stop_the_worker(version: str) -> None:
+    """`parse_version` raised out of the worker_init hook: the worker died with a traceback."""
+    assert redis_problem(version) is None
+
+
+def test_a_leading_v_is_read() -> None:
+    assert parse_version("v7.2.4") == (7, 2, 4)
+    assert redis_problem("v6.0.9") is not None

@@ -127,3 +127,19 @@ def stop_waiting(session: Session, rejection_id: int, reason: str) -> None:
         .where(RejectedEvent.id == rejection_id)
         .values(reason=storable(reason), item_kind=None, item_external_id=None, last_seen_at=func.now())
     )
+
+
+_ARRIVED = text(
+    """
+    SELECT DISTINCT r.item_kind, r.item_external_id FROM rejected_events r
+    JOIN items i ON i.kind = r.item_kind AND i.external_id = r.item_external_id
+    WHERE r.item_kind IS NOT NULL
+    LIMIT :limit
+    """
+)
+
+
+def arrived_items_with_waiting_corrections(session: Session, *, limit: int = 1000) -> list[tuple[str, str]]:
+    """Items stored while corrections still wait for them: stored by a worker from before corrections could wait
+    (a rolling upgrade), which does not look for them."""
+    return [(kind, external_id) for kind, external_id in session.execute(_ARRIVED, {"limit": limit}).tuples()]
