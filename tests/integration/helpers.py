@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from celery import Celery
 from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy.orm import Session
 
 from worker.db import get_engine
 from worker.migrate import upgrade
 from worker.publish import TASK_NAME
+from worker.store.item_tags import apply_correction
 
 
 def producer_app(broker_url: str) -> Celery:
@@ -119,3 +121,13 @@ def scratch_database(server_url: str, *, prefix: str, migrated: bool = True) -> 
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+def correct(session: Session, item_id: int, *, added: Sequence[str] = (), removed: Sequence[str] = ()) -> list[str]:
+    """A person's correction of the item now, in the caller's transaction; returns the item's tags after it."""
+    result = apply_correction(
+        session, event_id=uuid.uuid4(), item_id=item_id, added=list(added), removed=list(removed), actor="qa",
+        corrected_at=datetime.now(UTC),
+    )  # fmt: skip
+    assert result is not None
+    return result[1]

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
+from tests.integration.helpers import correct
 from worker.errors import CorrectionError
 from worker.migrate import seed_taxonomy
 from worker.pipeline.taxonomy import DEFAULT_TAXONOMY
 from worker.services import ServiceUrls
-from worker.store.item_tags import apply_correction, item_tag_names
+from worker.store.item_tags import item_tag_names
 
 pytestmark = pytest.mark.integration
 
@@ -45,15 +45,6 @@ def new_item(session: Session, kind: str, *, human_tags: Sequence[str] = ()) -> 
         )  # fmt: skip
     assert item_id is not None
     return int(item_id)
-
-
-def correct(session: Session, item_id: int, *, added: Sequence[str] = (), removed: Sequence[str] = ()) -> list[str]:
-    result = apply_correction(
-        session, event_id=uuid.uuid4(), item_id=item_id, added=list(added), removed=list(removed), actor="qa",
-        corrected_at=datetime.now(UTC),
-    )  # fmt: skip
-    assert result is not None
-    return result[1]
 
 
 def corrections_of(session: Session, item_id: int) -> int:

@@ -6,16 +6,15 @@ Each test runs in one transaction that is rolled back, so the shared database ke
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
+from tests.integration.helpers import correct
 from worker.errors import CorrectionError
 from worker.pipeline.taxonomy import DEFAULT_TAXONOMY, parse_taxonomy, read_taxonomy
-from worker.store.item_tags import apply_correction
 from worker.store.review import review_queue, tags_of_item
 from worker.store.search import tag_id_by_name
 from worker.store.tags import save_taxonomy
@@ -46,15 +45,6 @@ def new_item(session: Session, *, model_tags: dict[str, float] | None = None, ma
         session.execute(text("INSERT INTO item_tagging (item_id, margin) VALUES (:i, :m)"), {"i": item_id, "m": margin})
     assert item_id is not None
     return int(item_id)
-
-
-def correct(session: Session, item_id: int, *, added: Sequence[str] = (), removed: Sequence[str] = ()) -> list[str]:
-    result = apply_correction(
-        session, event_id=uuid.uuid4(), item_id=item_id, added=list(added), removed=list(removed), actor="qa",
-        corrected_at=datetime.now(UTC),
-    )  # fmt: skip
-    assert result is not None
-    return result[1]
 
 
 def retire(session: Session, tag: str) -> None:
