@@ -8,7 +8,10 @@ N runs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from worker.db import session_scope
 from worker.store.run_ages import seconds_since_cluster_run, seconds_since_tagger_fit
@@ -24,19 +27,28 @@ def ran_recently(age_s: float | None, *, interval_s: float) -> bool:
 
 def recent_cluster_run(engine: Engine, *, model_version_id: int, interval_s: float) -> str | None:
     """Why a beat clustering message may skip (a run started recently), or None when it should run."""
-    with session_scope(engine) as session:
-        age = seconds_since_cluster_run(session, model_version_id)
-    if not ran_recently(age, interval_s=interval_s):
-        return None
-    return (f"a clustering run of model version {model_version_id} started {age:.0f}s ago, less than half of "
-            f"TAGWORKER_CLUSTERING__INTERVAL_S={interval_s:g}")  # fmt: skip
+    return _recent(engine, seconds_since_cluster_run, model_version_id=model_version_id, interval_s=interval_s,
+                   what="a clustering run of model version {v} started", setting="CLUSTERING__INTERVAL_S")  # fmt: skip
 
 
 def recent_tagger_fit(engine: Engine, *, model_version_id: int, interval_s: float) -> str | None:
     """Why a beat refit message may skip (a tagger was fitted recently), or None when it should run."""
+    return _recent(engine, seconds_since_tagger_fit, model_version_id=model_version_id, interval_s=interval_s,
+                   what="a tagger of model version {v} was fitted", setting="TAGGING__REFIT_INTERVAL_S")  # fmt: skip
+
+
+def _recent(
+    engine: Engine,
+    age_of: Callable[[Session, int], float | None],
+    *,
+    model_version_id: int,
+    interval_s: float,
+    what: str,
+    setting: str,
+) -> str | None:
     with session_scope(engine) as session:
-        age = seconds_since_tagger_fit(session, model_version_id)
+        age = age_of(session, model_version_id)
     if not ran_recently(age, interval_s=interval_s):
         return None
-    return (f"a tagger of model version {model_version_id} was fitted {age:.0f}s ago, less than half of "
-            f"TAGWORKER_TAGGING__REFIT_INTERVAL_S={interval_s:g}")  # fmt: skip
+    return (f"{what.format(v=model_version_id)} {age:.0f}s ago, less than half of "
+            f"TAGWORKER_{setting}={interval_s:g}")  # fmt: skip
