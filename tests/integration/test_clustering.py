@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import ProgrammingError
 
 from tests.integration.helpers import count_items, feedback, publish, wait_for
@@ -111,35 +111,6 @@ def test_a_failed_run_leaves_the_previous_clusters(engine: Engine, sample_feedba
     with engine.connect() as conn:
         after = conn.execute(text("SELECT id, label FROM clusters WHERE retired_at IS NULL ORDER BY id")).all()
     assert after == before
-
-
-def _roles(conn: Connection) -> set[str]:
-    return set(conn.scalars(text("SELECT rolname FROM pg_roles")))
-
-
-@pytest.fixture
-def new_roles_dropped(engine: Engine) -> Iterator[None]:
-    """Drops every role made during the test, with its grants and what it owns, and checks that none is left.
-
-    Roles belong to the server, not to the session's database or a transaction: the dashboard tests used to leave
-    theirs, with CONNECT and default privileges on the database, to every later test.
-    """
-    with engine.connect() as conn:
-        before = _roles(conn)
-    yield
-    with engine.begin() as conn:
-        made = sorted(_roles(conn) - before)
-        # A test that failed before disposing its engine is still logged in as the role, temp objects and all.
-        conn.execute(
-            text("SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE usename = ANY(:made)"),
-            {"made": made},
-        )
-        for role in made:
-            name = conn.dialect.identifier_preparer.quote(role)
-            conn.execute(text(f"DROP OWNED BY {name}"))
-            conn.execute(text(f"DROP ROLE {name}"))
-    with engine.connect() as conn:
-        assert _roles(conn) == before, "a role made by the test is still there"
 
 
 @pytest.fixture
