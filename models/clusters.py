@@ -46,10 +46,21 @@ class ClusterRun(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+# A name is one trimmed line, set with who gave it and when; all three null: the automatic label (migration 0015).
+THEME_NAME_CHECK = (
+    "(name IS NULL AND named_by IS NULL AND named_at IS NULL) OR (name IS NOT NULL AND named_by IS NOT NULL "
+    "AND named_at IS NOT NULL AND name <> '' AND name = btrim(name) AND name !~ '[\\x01-\\x1f]')"
+)
+
+
 class Cluster(Base):
-    """A theme. Its id survives re-runs when a new run's cluster matches it; `retired_at` when none does."""
+    """A theme. Its id survives re-runs when a new run's cluster matches it; `retired_at` when none does.
+
+    `label` is the automatic label, rewritten by every run; `name` is a person's, and runs never touch it.
+    """
 
     __tablename__ = "clusters"
+    __table_args__ = (CheckConstraint(THEME_NAME_CHECK, name="name"),)
 
     id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
     model_version_id: Mapped[int] = mapped_column(Integer, ForeignKey("model_versions.id"))
@@ -62,6 +73,9 @@ class Cluster(Base):
     centroid: Mapped[np.ndarray] = mapped_column(Vector())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    name: Mapped[str | None] = mapped_column(String(256))
+    named_by: Mapped[str | None] = mapped_column(String(2048))
+    named_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ClusterMember(Base):

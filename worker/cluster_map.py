@@ -1,4 +1,7 @@
-"""`tagworker cluster map`: the feedback in 2-D (PCA of the embeddings), coloured by theme, with labels."""
+"""`tagworker cluster map`: the feedback in 2-D (PCA of the embeddings), coloured by theme, with labels.
+
+A theme's label is its name when a person gave it one, else the automatic label.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from worker.pipeline.cluster import unit_rows
 
 _POINTS = text(
     """
-    SELECT e.vector, m.cluster_id, c.label
+    SELECT e.vector, m.cluster_id, coalesce(c.name, c.label) AS label
     FROM items i JOIN embeddings e ON e.item_id = i.id AND e.model_version_id = :v
     JOIN cluster_members m ON m.item_id = i.id LEFT JOIN clusters c ON c.id = m.cluster_id
     WHERE i.kind = 'feedback'
@@ -47,7 +50,8 @@ def draw_map(session: Session, *, model_version_id: int, out: Path, max_points: 
         ax.scatter(xy[mask, 0], xy[mask, 1], s=size, color=palette(rank % palette.N), linewidths=0)
         if rank < labels:
             cx, cy = np.median(xy[mask], axis=0)
-            ax.annotate(f"#{cluster_id} {names[cluster_id]}", (cx, cy), fontsize=8, ha="center",
+            # parse_math off: a person's name such as "$5 plan vs $10 plan" is text, not a formula.
+            ax.annotate(f"#{cluster_id} {names[cluster_id]}", (cx, cy), fontsize=8, ha="center", parse_math=False,
                         bbox={"boxstyle": "round,pad=0.2", "fc": "white", "alpha": 0.8, "lw": 0})  # fmt: skip
     ax.set_title(f"Feedback themes: {len(rows)} items, {len(names)} themes (grey: noise); 2-D PCA of the embeddings")
     ax.set_xticks([])

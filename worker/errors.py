@@ -45,3 +45,7 @@ class NotDeliverable(TagworkerError, ValueError):
 
     The broker transport catches it and moves the entry to the dead-letter list (see `worker.dead_letters`).
     """
+
+
+class ThemeError(TagworkerError):
+    """A theme name that cannot be used, or a theme that is unknown or retired."""

@@ -114,9 +114,16 @@ def live_themes_elsewhere(session: Session, model_version_id: int) -> list[int]:
     return list(session.scalars(query.order_by(Cluster.id)))
 
 
+# What a run computes for a theme. A person's name for it (`name`, `named_by`, `named_at`) is never among these:
+# a continuing theme keeps its name, a new one (a split included) starts unnamed.
+RUN_COLUMNS = frozenset({"label", "keywords", "representative_item_ids", "size", "centroid"})
+
+
 def save_cluster(session: Session, *, cluster_id: int | None, run_id: int, model_version_id: int,
                  values: dict[str, Any]) -> int:  # fmt: skip
     """Update a continuing theme (it moves to this run's model version) or insert a new one; returns its id."""
+    if unexpected := values.keys() - RUN_COLUMNS:
+        raise ValueError(f"a clustering run writes only {sorted(RUN_COLUMNS)}, not {sorted(unexpected)}")
     values = {**values, "centroid": np.asarray(values["centroid"], dtype=np.float32), "last_run_id": run_id}
     if cluster_id is not None:
         session.execute(
