@@ -8,7 +8,7 @@ append-only). The grants to dashboard roles are kept, both ways.
 
 Revision ID: 0015
 Revises: 0014
-Create Date: 2026-12-01 09:00:00
+Create Date: 2026-11-28 15:20:00
 """
 
 from __future__ import annotations
