@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from worker.errors import ConfigurationError
-from worker.evaluation.clustering import read_groups
+from worker.evaluation.clustering import read_groups, score_partition
 
 
 def write(tmp_path: Path, *lines: str) -> Path:
@@ -35,3 +36,17 @@ def test_group_by_names_a_field(tmp_path: Path) -> None:
 def test_a_bad_line_is_named(tmp_path: Path, line: str, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         read_groups(write(tmp_path, '{"text": "a", "tags": ["t"]}', line), None)
+
+
+def test_a_group_cut_in_two_costs_completeness_and_two_groups_in_one_theme_cost_homogeneity() -> None:
+    groups = ["quote"] * 4 + ["claim"] * 4
+    split = score_partition(groups, np.array([0, 0, 1, 1, 2, 2, 2, 2]))
+    assert split["homogeneity"] == 100.0 and split["completeness"] < 100.0
+    mixed = score_partition(["quote", "quote", "claim", "claim", "bill", "bill"], np.array([0, 0, 0, 0, 1, 1]))
+    assert mixed["completeness"] == 100.0 and mixed["homogeneity"] < 100.0
+    assert score_partition(groups, np.array([5] * 4 + [7] * 4)) == {
+        "nmi": 100.0,
+        "ari": 100.0,
+        "homogeneity": 100.0,
+        "completeness": 100.0,
+    }
