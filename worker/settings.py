@@ -179,6 +179,8 @@ class TrainingSettings(Group):
     # (worker/pipeline/tag_loss.py); 0 trains on the pairs alone. The head gets its own, higher learning rate.
     tag_passes: int = Field(default=3, ge=0, le=100)
     head_learning_rate: float = Field(default=1e-2, gt=0, le=1)
+    # CosFace margin of that loss, in cosine: a text trains until its tag beats the others by this much.
+    tag_margin: float = Field(default=0.0, ge=0, le=1)
     # Tokens per text while fine-tuning (embedding keeps the model's window). On App Store copy (8 per genre),
     # 128 instead of the model's 256 cut the peak memory from 8.7 to 4.0 GB and the time by 3.6-4x (README).
     max_seq_length: int = Field(default=128, ge=8, le=8192)

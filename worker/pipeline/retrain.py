@@ -41,6 +41,8 @@ class TrainParams:
     # Passes over the labelled texts for the tag classifier loss (see tag_loss.py) per epoch; 0 turns it off.
     tag_passes: int = 3
     head_learning_rate: float = 1e-2
+    # CosFace margin of the tag loss: a text trains until its own tag beats every other by this much cosine.
+    tag_margin: float = 0.0
     # Tokens per text while training only (the saved model embeds with its own window): long copy costs memory
     # and time quadratically in it, and short texts (intents, reviews) never reach it.
     max_seq_length: int = 128
@@ -80,7 +82,7 @@ def fine_tune(
         raise ValueError("nothing to train on: no two texts share a tag and there are no scored pairs")
     rows = tag_rows(tagged, passes=params.tag_passes)
     started = time.perf_counter()
-    datasets, losses = _datasets_and_losses(model, pairs, scored, rows)
+    datasets, losses = _datasets_and_losses(model, pairs, scored, rows, tag_margin=params.tag_margin)
     # A batch holds each tag at most once (see tag_batches.py), so it cannot be larger than the tags.
     tags = len({p[2] for p in pairs})
     batch_size = max(2, min(params.batch_size, tags)) if pairs else params.batch_size
@@ -113,7 +115,12 @@ def fine_tune(
 
 
 def _datasets_and_losses(
-    model: Any, pairs: list[tuple[str, str, str]], scored: Sequence[ScoredPair], rows: dict[str, list[Any]]
+    model: Any,
+    pairs: list[tuple[str, str, str]],
+    scored: Sequence[ScoredPair],
+    rows: dict[str, list[Any]],
+    *,
+    tag_margin: float,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The trainer's datasets and their losses, by name; an empty source gets neither."""
     from datasets import Dataset
@@ -132,7 +139,7 @@ def _datasets_and_losses(
     tag_count = count_tags(rows)
     if tag_count > 1:
         datasets["tags"] = Dataset.from_dict(rows)
-        losses["tags"] = TagSoftmaxLoss(model, tag_count)
+        losses["tags"] = TagSoftmaxLoss(model, tag_count, margin=tag_margin)
     return datasets, losses
 
 

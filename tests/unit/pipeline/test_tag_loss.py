@@ -57,3 +57,23 @@ def test_training_the_loss_separates_the_tags_and_moves_the_head() -> None:
     vectors = nn.functional.normalize(encoder.table.weight, dim=-1)
     similarity = vectors @ vectors.T
     assert similarity[0, 1] > similarity[0, 4] and similarity[3, 4] > similarity[3, 1]
+
+
+def test_a_margin_charges_the_true_tag_until_it_wins_by_that_much() -> None:
+    torch.manual_seed(0)
+    encoder = FakeEncoder(4, 8)
+    plain, margined = TagSoftmaxLoss(encoder, 2), TagSoftmaxLoss(encoder, 2, margin=0.3)
+    margined.tag_head.weight.data.copy_(plain.tag_head.weight.data)
+    labels, features = torch.tensor([0, 0, 1, 1]), [{"ids": torch.arange(4)}]
+    # The same embeddings and directions: with the margin, the true tag's logit is 20 * 0.3 lower.
+    assert float(margined(features, labels)) > float(plain(features, labels))
+    optimizer = torch.optim.SGD(margined.parameters(), lr=0.5)
+    for _ in range(200):
+        optimizer.zero_grad()
+        margined(features, labels).backward()
+        optimizer.step()
+    unit = nn.functional.normalize(encoder.table.weight, dim=-1)
+    directions = nn.functional.normalize(margined.tag_head.weight, dim=-1)
+    cosine = unit @ directions.T
+    own, other = cosine[torch.arange(4), labels], cosine[torch.arange(4), 1 - labels]
+    assert bool((own - other > 0.3).all())
