@@ -40,6 +40,8 @@ class FacetHead:
         prototypes: (n_tags, dims) unit vectors (zero-shot).
         coef, intercept: (n_tags, dims) and (n_tags,) logistic weights (supervised).
         exemplars: (m, dims) labelled vectors for the kNN vote; exemplar_tags: (m, n_tags) 0/1.
+        exemplar_mask: (m, n_tags) which exemplars are labelled for which tag (an item a person only took a tag
+            off is labelled for that tag alone); None when every exemplar is labelled for every tag.
         thresholds: (n_tags,) minimum score to assign each tag.
     """
 
@@ -54,6 +56,7 @@ class FacetHead:
     intercept: NDArray[np.float32] | None = None
     exemplars: NDArray[np.float32] | None = None
     exemplar_tags: NDArray[np.float32] | None = None
+    exemplar_mask: NDArray[np.bool_] | None = None
 
     def scores(self, vectors: NDArray[np.float32]) -> NDArray[np.float32]:
         """(n, dims) unit vectors -> (n, n_tags) scores in [0, 1] (cosine for zero-shot)."""
@@ -66,13 +69,18 @@ class FacetHead:
         return ((1 - KNN_WEIGHT) * model + KNN_WEIGHT * self._knn_vote(vectors)).astype(np.float32)
 
     def _knn_vote(self, vectors: NDArray[np.float32]) -> NDArray[np.float32]:
+        """Per tag, the similarity-weighted share of the tag among the k nearest exemplars labelled for it."""
         assert self.exemplars is not None and self.exemplar_tags is not None
-        k = min(KNN_K, len(self.exemplars))
         similarity = vectors @ self.exemplars.T
-        nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
-        weights = np.exp((np.take_along_axis(similarity, nearest, axis=1) - 1.0) / KNN_TEMPERATURE)
-        votes = np.einsum("nk,nkt->nt", weights, self.exemplar_tags[nearest])
-        return votes / np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
+        if self.exemplar_mask is None:
+            return _vote(similarity, self.exemplar_tags)
+        everywhere: NDArray[np.bool_] = np.all(self.exemplar_mask, axis=1)
+        votes = _vote(np.where(everywhere, similarity, -np.inf), self.exemplar_tags)
+        for j in np.flatnonzero(np.any(self.exemplar_mask[~everywhere], axis=0)):
+            # Tags some exemplars are labelled for alone (absent labels): their own neighbours.
+            masked = np.where(self.exemplar_mask[:, j], similarity, -np.inf)
+            votes[:, j] = _vote(masked, self.exemplar_tags[:, j : j + 1])[:, 0]
+        return votes
 
     def assign(self, scores: NDArray[np.float32]) -> tuple[list[list[TagAssignment]], NDArray[np.float32]]:
         """Tags per item and each item's margin to the nearest threshold (small = uncertain)."""
@@ -124,6 +132,17 @@ class Tagger:
         return {head.facet: head.kind for head in self.heads}
 
 
+def _vote(similarity: NDArray[np.float32], tags: NDArray[np.float32]) -> NDArray[np.float32]:
+    """(n, m) similarities (-inf: not a neighbour) and (m, t) 0/1 tags -> (n, t) votes of the k nearest."""
+    k = min(KNN_K, int(np.isfinite(similarity[0]).sum()) if len(similarity) else 0)
+    if k == 0:
+        return np.zeros((len(similarity), tags.shape[1]), dtype=np.float32)
+    nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+    weights = np.exp((np.take_along_axis(similarity, nearest, axis=1) - 1.0) / KNN_TEMPERATURE)
+    votes = np.einsum("nk,nkt->nt", weights, tags[nearest])
+    return votes / np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
+
+
 def _softmax(logits: NDArray[np.float32]) -> NDArray[np.float32]:
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
@@ -133,7 +152,7 @@ def _sigmoid(logits: NDArray[np.float32]) -> NDArray[np.float32]:
     return (1.0 / (1.0 + np.exp(-np.clip(logits, -50, 50)))).astype(np.float32)
 
 
-_ARRAYS = ("thresholds", "prototypes", "coef", "intercept", "exemplars", "exemplar_tags")
+_ARRAYS = ("thresholds", "prototypes", "coef", "intercept", "exemplars", "exemplar_tags", "exemplar_mask")
 
 
 def dump_tagger(tagger: Tagger) -> bytes:

@@ -4,6 +4,11 @@ A facet becomes supervised once at least two of its tags (one, for a multi-label
 human-labelled items. The tag texts (name, description, examples) stay in the training set as extra examples,
 so a tag nobody has labelled yet can still win. Thresholds are chosen per tag on a held-out slice of the human
 labels to maximize that tag's F1; tags with too few held-out labels share the facet's best threshold.
+
+A person's removal of a tag (an absent label) teaches a multi-label facet that the item lacks that tag, and
+nothing about the facet's other tags: the item is a negative row for that tag's sigmoid, its threshold and its kNN
+vote only (a per-tag row mask). A single-label facet learns nothing from an item with no present tag in it: "not
+T" gives the softmax no class, so absent labels are ignored there, as before.
 """
 
 from __future__ import annotations
@@ -35,14 +40,37 @@ class FitParams:
 
 @dataclass(frozen=True)
 class LabelledSet:
-    """Human-labelled items: (m, dims) unit vectors and each item's tags (any facet)."""
+    """Human-labelled items: (m, dims) unit vectors, each item's tags (any facet) and the tags it has not.
+
+    `absent` is empty (no absent labels) or one set per item: the tags a person took off it or said it lacks.
+    """
 
     vectors: NDArray[np.float32]
     tags: list[frozenset[str]] = field(default_factory=list)
+    absent: list[frozenset[str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.absent and len(self.absent) != len(self.tags):
+            raise ValueError(f"absent has {len(self.absent)} entries for {len(self.tags)} items; give one per item")
 
     @staticmethod
     def empty(dims: int) -> LabelledSet:
         return LabelledSet(np.zeros((0, dims), dtype=np.float32), [])
+
+    def absent_of(self, i: int) -> frozenset[str]:
+        return self.absent[i] if self.absent else frozenset()
+
+
+@dataclass(frozen=True)
+class FacetLabels:
+    """One facet's labels: `y` (m, n_tags) 0/1, `mask` (m, n_tags) where a row is a labelled example of a tag.
+
+    A row with a present tag of the facet is labelled for every tag (1 where present, 0 elsewhere); a row with only
+    absent labels in it is labelled, as a 0, for those tags alone.
+    """
+
+    y: NDArray[np.float32]
+    mask: NDArray[np.bool_]
 
 
 def fit_tagger(
@@ -57,39 +85,45 @@ def fit_tagger(
 
     Args:
         tag_vectors: per tag, (k, dims) unit vectors of its `prototype_texts`.
-        labelled: human labels; ignored when `zero_shot`.
+        labelled: human labels; ignored when `zero_shot`. An absent label on a tag of a multi-label facet is a
+            negative example of that tag only; absent labels in single-label facets are not used.
     """
     heads = []
     for facet in taxonomy.facets:
-        matrix = _facet_labels(facet, labelled)
-        if not zero_shot and _has_enough(matrix, facet.multi_label, params.min_examples):
-            heads.append(_supervised_head(facet, tag_vectors, labelled.vectors, matrix, params))
+        labels = _facet_labels(facet, labelled)
+        if not zero_shot and _has_enough(labels, facet.multi_label, params.min_examples):
+            heads.append(_supervised_head(facet, tag_vectors, labelled.vectors, labels, params))
         else:
             heads.append(_zero_shot_head(facet, tag_vectors, params))
     return Tagger(heads=tuple(heads))
 
 
-def _facet_labels(facet: FacetSpec, labelled: LabelledSet) -> NDArray[np.float32]:
-    """(m, n_tags) 0/1; rows of items with no tag in this facet are all zero.
+def _facet_labels(facet: FacetSpec, labelled: LabelledSet) -> FacetLabels:
+    """Rows of items with no label in this facet are all zero and masked out.
 
     So are the rows of items with two or more tags of a single-label facet: people tagged them while the facet was
     multi-label, or the tags were in different facets. Which one is right is for a person to say (`tagworker tags
-    load` counts them), not for the fit to guess.
+    load` counts them), not for the fit to guess. In a single-label facet an item with only absent labels is
+    masked out too: the softmax needs the item's class, and "not T" does not name one.
     """
     index = {t.name: j for j, t in enumerate(facet.tags)}
-    matrix = np.zeros((len(labelled.tags), len(index)), dtype=np.float32)
+    y = np.zeros((len(labelled.tags), len(index)), dtype=np.float32)
+    mask = np.zeros(y.shape, dtype=bool)
     for i, tags in enumerate(labelled.tags):
         present = [index[t] for t in tags if t in index]
         if facet.multi_label or len(present) == 1:
-            matrix[i, present] = 1.0
-    return matrix
+            y[i, present] = 1.0
+            mask[i] = bool(present)
+        if facet.multi_label and not present:
+            mask[i, [index[t] for t in labelled.absent_of(i) if t in index]] = True
+    return FacetLabels(y, mask)
 
 
-def _has_enough(matrix: NDArray[np.float32], multi_label: bool, min_examples: int) -> bool:
-    positives = matrix.sum(axis=0)
+def _has_enough(labels: FacetLabels, multi_label: bool, min_examples: int) -> bool:
+    positives = labels.y.sum(axis=0)
     if multi_label:
-        labelled_rows = int((matrix.sum(axis=1) > 0).sum())
-        return bool(((positives >= min_examples) & (labelled_rows - positives >= min_examples)).any())
+        negatives = (labels.mask & (labels.y == 0)).sum(axis=0)
+        return bool(((positives >= min_examples) & (negatives >= min_examples)).any())
     return int((positives >= min_examples).sum()) >= 2
 
 
@@ -110,21 +144,38 @@ def _supervised_head(
     facet: FacetSpec,
     tag_vectors: dict[str, NDArray[np.float32]],
     vectors: NDArray[np.float32],
-    matrix: NDArray[np.float32],
+    labels: FacetLabels,
     params: FitParams,
 ) -> FacetHead:
-    rows = np.flatnonzero(matrix.sum(axis=1) > 0)
+    rows = np.flatnonzero(labels.mask.any(axis=1))
     rng = np.random.default_rng(params.seed)
     shuffled = rng.permutation(rows)
     n_holdout = int(len(shuffled) * params.holdout_share)
     holdout, train = shuffled[:n_holdout], shuffled[n_holdout:]
-    pseudo_x, pseudo_y = _tag_examples(facet, tag_vectors)
+    pseudo = _tag_examples(facet, tag_vectors)
     thresholds = np.full(len(facet.tags), params.default_threshold, dtype=np.float32)
     if n_holdout:
-        probe = _fit_head(facet, np.vstack([vectors[train], pseudo_x]), np.vstack([matrix[train], pseudo_y]), params)
-        thresholds = choose_thresholds(probe.scores(vectors[holdout]), matrix[holdout], facet.multi_label, thresholds)
-    head = _fit_head(facet, np.vstack([vectors[rows], pseudo_x]), np.vstack([matrix[rows], pseudo_y]), params)
+        probe = _fit_head(facet, *_with_examples(vectors, labels, train, pseudo), params)
+        scores = probe.scores(vectors[holdout])
+        y, mask = labels.y[holdout], labels.mask[holdout]
+        thresholds = choose_thresholds(scores, y, facet.multi_label, thresholds, mask=mask)
+    head = _fit_head(facet, *_with_examples(vectors, labels, rows, pseudo), params)
     return replace(head, thresholds=thresholds)
+
+
+def _with_examples(
+    vectors: NDArray[np.float32],
+    labels: FacetLabels,
+    rows: NDArray[np.intp],
+    pseudo: tuple[NDArray[np.float32], NDArray[np.float32]],
+) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.bool_]]:
+    """x, y and mask of the labelled `rows` followed by the tag texts (labelled for every tag)."""
+    pseudo_x, pseudo_y = pseudo
+    return (
+        np.vstack([vectors[rows], pseudo_x]),
+        np.vstack([labels.y[rows], pseudo_y]),
+        np.vstack([labels.mask[rows], np.ones(pseudo_y.shape, dtype=bool)]),
+    )
 
 
 def _tag_examples(
@@ -140,9 +191,18 @@ def _tag_examples(
     return np.vstack(xs).astype(np.float32), np.vstack(ys)
 
 
-def _fit_head(facet: FacetSpec, x: NDArray[np.float32], y: NDArray[np.float32], params: FitParams) -> FacetHead:
-    coef, intercept = (_fit_one_vs_rest if facet.multi_label else _fit_softmax)(x, y, params.regularization_c)
+def _fit_head(
+    facet: FacetSpec, x: NDArray[np.float32], y: NDArray[np.float32], mask: NDArray[np.bool_], params: FitParams
+) -> FacetHead:
+    """A supervised head; `mask` (rows, n_tags) says which rows are examples of which tags (multi-label only)."""
+    if facet.multi_label:
+        coef, intercept = _fit_one_vs_rest(x, y, mask, params.regularization_c)
+    else:
+        coef, intercept = _fit_softmax(x, y, params.regularization_c)
     keep = np.random.default_rng(params.seed).permutation(len(x))[: params.max_exemplars]
+    # Items with only absent labels stay exemplars, with their mask: near items people took T off, the kNN vote
+    # for T must fall, or it alone keeps T on their neighbours. The mask keeps them out of the other tags' votes.
+    partial = not bool(mask[keep].all())
     return FacetHead(
         facet=facet.name,
         multi_label=facet.multi_label,
@@ -154,6 +214,7 @@ def _fit_head(facet: FacetSpec, x: NDArray[np.float32], y: NDArray[np.float32], 
         intercept=intercept,
         exemplars=np.ascontiguousarray(x[keep], dtype=np.float32),
         exemplar_tags=np.ascontiguousarray(y[keep], dtype=np.float32),
+        exemplar_mask=np.ascontiguousarray(mask[keep]) if partial else None,
     )
 
 
@@ -176,29 +237,41 @@ def _fit_softmax(
 
 
 def _fit_one_vs_rest(
-    x: NDArray[np.float32], y: NDArray[np.float32], c: float
+    x: NDArray[np.float32], y: NDArray[np.float32], mask: NDArray[np.bool_], c: float
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """One sigmoid per tag, fit on the rows `mask` marks as examples of that tag."""
     from sklearn.linear_model import LogisticRegression
 
     coef = np.zeros((y.shape[1], x.shape[1]), dtype=np.float32)
     intercept = np.zeros(y.shape[1], dtype=np.float32)
     for j in range(y.shape[1]):
-        target = y[:, j]
+        rows = mask[:, j]
+        target = y[rows, j]
         if target.min() == target.max():  # all or none: a constant answer
             intercept[j] = 50.0 if target[0] else -50.0
             continue
-        model = LogisticRegression(C=c, max_iter=2000).fit(x, target)
+        model = LogisticRegression(C=c, max_iter=2000).fit(x[rows], target)
         coef[j], intercept[j] = model.coef_[0], model.intercept_[0]
     return coef, intercept
 
 
 def choose_thresholds(
-    scores: NDArray[np.float32], gold: NDArray[np.float32], multi_label: bool, fallback: NDArray[np.float32]
+    scores: NDArray[np.float32],
+    gold: NDArray[np.float32],
+    multi_label: bool,
+    fallback: NDArray[np.float32],
+    *,
+    mask: NDArray[np.bool_] | None = None,
 ) -> NDArray[np.float32]:
-    """Per tag, the score threshold with the best F1 on held-out items; `fallback` where too few positives."""
+    """Per tag, the score threshold with the best F1 on held-out items; `fallback` where too few positives.
+
+    Args:
+        mask: (n, n_tags) which items are labelled for which tag (multi-label); by default every item for every tag.
+    """
     n_tags = scores.shape[1]
     if multi_label:
-        confidence, correct, predicted = scores, gold > 0, np.ones_like(gold, dtype=bool)
+        labelled = np.ones_like(gold, dtype=bool) if mask is None else mask
+        confidence, correct, predicted = scores, gold > 0, labelled
     else:
         top = scores.argmax(axis=1)
         predicted = np.zeros_like(gold, dtype=bool)
