@@ -159,24 +159,32 @@ def saw_every_label(session: Session, tagger_id: int) -> bool:
 
 
 def human_labels(session: Session, model_version_id: int, dims: int) -> LabelledSet:
-    """Items people tagged (present labels on current tags), with their vectors under the model version."""
-    present = (
-        select(ItemLabel.item_id, func.array_agg(Tag.name).label("tags"))
+    """Items people decided about (present or absent labels on current tags), with their vectors under the version.
+
+    Each item comes with the tags a person gave it and those a person took off it or said it has not.
+    """
+    decided = (
+        select(
+            ItemLabel.item_id,
+            func.array_agg(Tag.name).filter(ItemLabel.present).label("present"),
+            func.array_agg(Tag.name).filter(~ItemLabel.present).label("absent"),
+        )
         .join(Tag, Tag.id == ItemLabel.tag_id)
-        .where(ItemLabel.present, Tag.retired_at.is_(None))
+        .where(Tag.retired_at.is_(None))
         .group_by(ItemLabel.item_id)
         .subquery()
     )
     rows = session.execute(
-        select(Embedding.vector, present.c.tags)
-        .join(present, present.c.item_id == Embedding.item_id)
+        select(Embedding.vector, decided.c.present, decided.c.absent)
+        .join(decided, decided.c.item_id == Embedding.item_id)
         .where(Embedding.model_version_id == model_version_id)
         .order_by(Embedding.item_id)
     ).all()
     if not rows:
         return LabelledSet.empty(dims)
     vectors = np.stack([np.asarray(r.vector, dtype=np.float32) for r in rows])
-    return LabelledSet(vectors, [frozenset(r.tags) for r in rows])
+    tags = [frozenset(r.present or ()) for r in rows]
+    return LabelledSet(vectors, tags, [frozenset(r.absent or ()) for r in rows])
 
 
 def try_fit_lock(session: Session, *, wait: bool = False) -> bool:
